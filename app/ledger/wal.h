@@ -1,0 +1,69 @@
+/* wal.h — one shard's write-ahead log: framed records in preallocated segments.
+ *
+ * The byte layout and the recovery rules are documented at the top of wal.c.
+ * A Wal is used by one thread at a time (the shard's syncer after recovery).
+ * The WAL knows nothing about what records mean: payloads are opaque bytes
+ * (see record.h). */
+#ifndef RG_WAL_H
+#define RG_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define WAL_RECORD_HEADER_LEN 16
+#define WAL_RECORD_PAYLOAD_MAX 65536
+
+typedef struct Wal Wal;
+
+typedef struct WalOptions {
+	const char *dir;         /* the shard's directory; created if missing */
+	size_t segment_size;     /* bytes per segment file, preallocated (>= 1 MiB) */
+	int allow_corruption;    /* recover past mid-log damage (drops the rest) instead of refusing */
+} WalOptions;
+
+typedef struct WalRecoveryStats {
+	uint64_t records;        /* records handed to the callback */
+	uint64_t last_lsn;       /* the last valid LSN found (0: empty log) */
+	uint64_t torn_bytes;     /* bytes of torn tail trimmed */
+	unsigned segments;       /* segment files read */
+} WalRecoveryStats;
+
+/* Called for each valid record with lsn > after_lsn, in LSN order. The payload
+ * is borrowed for the call. A non-zero return stops recovery with that value. */
+typedef int (*WalRecordFn)(void *ctx, uint64_t lsn, const uint8_t *payload, size_t len);
+
+/* Opens dir, reads every segment, calls fn for records after after_lsn, trims
+ * a torn tail (logging the bytes), and leaves the log ready to append at
+ * last_lsn + 1 (or after_lsn + 1 when the log ends before the snapshot).
+ * Returns 0, or a negative errno: -EBADMSG when a damaged record is followed by
+ * valid ones (corruption in the middle; *why says where) and
+ * allow_corruption is off; -EIO etc. on I/O failure. */
+int wal_open(const WalOptions *opt, uint64_t after_lsn, WalRecordFn fn, void *ctx,
+	     Wal **out, WalRecoveryStats *stats, char *why, size_t why_len)
+	__attribute__((warn_unused_result));
+void wal_close(Wal *w);
+
+/* The LSN the next appended record must carry. */
+uint64_t wal_next_lsn(const Wal *w);
+
+/* Appends one framed record (header + payload + padding to 8 bytes) to batch.
+ * Framing is separate from writing so a shard can build its batch while the
+ * previous one is syncing. */
+void wal_frame(Buf *batch, uint64_t lsn, const void *payload, size_t len);
+
+/* Writes a batch of framed records (LSNs consecutive from wal_next_lsn) with
+ * one write, opening a new segment first when the batch does not fit in the
+ * current one. Does not sync. Returns 0 or a negative errno; the caller must
+ * treat an error as fatal (the file state is unknown). */
+int wal_write(Wal *w, const uint8_t *data, size_t len) __attribute__((warn_unused_result));
+/* fdatasync of the current segment. Same fatal rule. */
+int wal_sync(Wal *w) __attribute__((warn_unused_result));
+
+/* Deletes segment files all of whose records have lsn <= lsn (they are in a
+ * snapshot, and in PostgreSQL once write-behind exists). Returns the count
+ * deleted or a negative errno. */
+int wal_delete_through(Wal *w, uint64_t lsn);
+
+#endif
