@@ -1,6 +1,8 @@
 /* buf.c — growable byte buffer and bounded little-endian reader. */
 #include "common/buf.h"
 
+#include <stdlib.h>
+
 #include "common/xmalloc.h"
 
 void buf_init(Buf *b, size_t cap)

@@ -57,7 +57,8 @@ extern const CfgKey cfg_keys[];
 void cfg_defaults(Config *cfg);
 
 /* Reads path (NULL: defaults only), then RG_* environment overrides.
- * Returns 0, or -EINVAL with a message "FILE:LINE: ..." in err. */
+ * Returns 0, or -EINVAL with a message "FILE:LINE: ..." in err; a file that
+ * cannot be opened gives -errno (e.g. -ENOENT), one that cannot be read -EIO. */
 int cfg_load(Config *cfg, const char *path, char *err, size_t err_len)
 	__attribute__((warn_unused_result));
 

@@ -28,6 +28,7 @@ void clock_format_iso(int64_t wall_ms, char out[25])
 		secs -= 1;
 	}
 	gmtime_r(&secs, &tm);
-	snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+	/* strftime bounds every field; years past 9999 do not occur in a sale. */
+	size_t n = strftime(out, 25, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, 25 - n, ".%03dZ", ms);
 }

@@ -6,6 +6,7 @@
 #define RG_XMALLOC_H
 
 #include <stddef.h>
+#include <stdlib.h> /* free() pairs with every x*alloc */
 
 void *xmalloc(size_t size);
 void *xcalloc(size_t n, size_t size);

@@ -1,1 +1,547 @@
-/* placeholder: being written */
+/* server.c — the ledger's socket front (see server.h for the design). */
+#include "ledger/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "common/xmalloc.h"
+
+#define READ_CHUNK 16384
+#define TAG_LISTEN UINT64_MAX
+#define TAG_EVENT (UINT64_MAX - 1)
+#define TAG_SIGNAL (UINT64_MAX - 2)
+#define CLOSE_FLUSH_MS 1000
+
+typedef struct Conn {
+	int fd;                    /* -1: free slot */
+	uint32_t gen;              /* bumped on close, so late replies are dropped */
+	uint8_t hello;             /* handshake done */
+	uint8_t close_after_flush;
+	uint8_t polling_out;
+	uint8_t dirty;             /* on the flush list */
+	uint32_t inflight;         /* submitted to shards, not yet answered */
+	Buf in, out;
+} Conn;
+
+struct Server {
+	ServerConfig cfg;
+	int listen_fd, epoll_fd, event_fd, signal_fd;
+	Conn *conns;
+	uint32_t *free_slots;
+	size_t free_len;
+	uint32_t *dirty;           /* connections with output to flush */
+	size_t dirty_len;
+	Shard **shards;
+	unsigned nshards;
+
+	pthread_mutex_t mu;        /* guards posted */
+	Buf posted;                /* replies from syncers: u64 conn, u32 len, frame */
+	Buf taken;                 /* the I/O thread's side of the swap */
+
+	uint64_t connections_total, protocol_errors, busy_inflight;
+};
+
+/* ---- connections --------------------------------------------------------------- */
+
+static uint64_t conn_ref(const Server *srv, const Conn *c)
+{
+	return (uint64_t)c->gen << 32 | (uint64_t)(c - srv->conns);
+}
+
+static void conn_close(Server *srv, Conn *c)
+{
+	epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	c->gen++;
+	buf_free(&c->in);
+	buf_free(&c->out);
+	srv->free_slots[srv->free_len++] = (uint32_t)(c - srv->conns);
+}
+
+static void conn_mark_dirty(Server *srv, Conn *c)
+{
+	if (!c->dirty) {
+		c->dirty = 1;
+		srv->dirty[srv->dirty_len++] = (uint32_t)(c - srv->conns);
+	}
+}
+
+static void conn_reply(Server *srv, Conn *c, const WireResponse *resp)
+{
+	wire_encode_response(&c->out, resp);
+	conn_mark_dirty(srv, c);
+}
+
+static void conn_reply_status(Server *srv, Conn *c, const WireRequest *req, uint8_t status)
+{
+	WireResponse resp = { .id = req->id, .op = req->op, .status = status };
+	conn_reply(srv, c, &resp);
+}
+
+/* Writes what it can; waits for EPOLLOUT for the rest. Returns -1 when the
+ * connection was closed. */
+static int conn_flush(Server *srv, Conn *c)
+{
+	while (c->out.len > 0) {
+		ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			buf_consume(&c->out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		conn_close(srv, c);
+		return -1;
+	}
+	if (c->out.len == 0 && c->close_after_flush) {
+		conn_close(srv, c);
+		return -1;
+	}
+	int want_out = c->out.len > 0;
+	if (want_out != c->polling_out) {
+		struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0),
+					  .data.u64 = (uint64_t)(c - srv->conns) };
+		epoll_ctl(srv->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
+		c->polling_out = (uint8_t)want_out;
+	}
+	return 0;
+}
+
+static void flush_dirty(Server *srv)
+{
+	for (size_t i = 0; i < srv->dirty_len; i++) {
+		Conn *c = &srv->conns[srv->dirty[i]];
+		c->dirty = 0;
+		if (c->fd >= 0)
+			conn_flush(srv, c);
+	}
+	srv->dirty_len = 0;
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+static unsigned route(const Server *srv, const WireRequest *req)
+{
+	switch (req->op) {
+	case WIRE_OP_CONFIRM:
+	case WIRE_OP_RELEASE:
+	case WIRE_OP_GET_RESERVATION:
+		return hash_shard(resid_route(&req->reservation), srv->nshards);
+	default:
+		return hash_shard(hash_route(req->sku, req->sku_len), srv->nshards);
+	}
+}
+
+static void stat_add(WireResponse *resp, const char *name, uint64_t value)
+{
+	rg_assert(resp->u.stats.count < WIRE_STATS_MAX);
+	WireStat *st = &resp->u.stats.item[resp->u.stats.count++];
+	wire_set_str(st->name, &st->name_len, name, strlen(name), WIRE_STAT_NAME_MAX);
+	st->value = value;
+}
+
+static void answer_stats(Server *srv, Conn *c, const WireRequest *req)
+{
+	ShardStats sum = { 0 }, one;
+	uint64_t connections = 0;
+
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		shard_stats(srv->shards[i], &one);
+		const uint64_t *from = (const uint64_t *)&one;
+		uint64_t *to = (uint64_t *)&sum;
+		/* Every field of ShardStats (and BookStats in it) is a uint64_t. */
+		for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+			to[k] = k == offsetof(ShardStats, fsync_ns_max) / sizeof(uint64_t)
+				? (from[k] > to[k] ? from[k] : to[k]) : to[k] + from[k];
+	}
+	for (int i = 0; i < srv->cfg.max_connections; i++)
+		connections += srv->conns[i].fd >= 0;
+
+	WireResponse resp = { .id = req->id, .op = req->op, .status = WIRE_OK };
+	stat_add(&resp, "shards", srv->nshards);
+	stat_add(&resp, "connections", connections);
+	stat_add(&resp, "connections_total", srv->connections_total);
+	stat_add(&resp, "protocol_errors", srv->protocol_errors);
+	stat_add(&resp, "skus", sum.book.skus);
+	stat_add(&resp, "holds_active", sum.book.holds_active);
+	stat_add(&resp, "reservations_retained", sum.book.reservations_retained);
+	stat_add(&resp, "reserve_created", sum.book.reserve_created);
+	stat_add(&resp, "reserve_replayed", sum.book.reserve_replayed);
+	stat_add(&resp, "reserve_sold_out", sum.book.reserve_sold_out);
+	stat_add(&resp, "reserve_insufficient_stock", sum.book.reserve_insufficient);
+	stat_add(&resp, "reserve_limit_exceeded", sum.book.reserve_limit);
+	stat_add(&resp, "reserve_quantity_too_large", sum.book.reserve_too_large);
+	stat_add(&resp, "reserve_idempotency_conflict", sum.book.reserve_conflict);
+	stat_add(&resp, "reserve_unknown_sku", sum.book.reserve_unknown_sku);
+	stat_add(&resp, "confirmed", sum.book.confirmed);
+	stat_add(&resp, "released", sum.book.released);
+	stat_add(&resp, "timed_out", sum.book.timed_out);
+	stat_add(&resp, "forgotten", sum.book.forgotten);
+	stat_add(&resp, "queue_len", sum.queue_len);
+	stat_add(&resp, "busy", sum.busy + srv->busy_inflight);
+	stat_add(&resp, "batches", sum.batches);
+	stat_add(&resp, "requests", sum.requests);
+	stat_add(&resp, "fsyncs", sum.fsyncs);
+	stat_add(&resp, "fsync_us_total", sum.fsync_ns_total / 1000);
+	stat_add(&resp, "fsync_us_max", sum.fsync_ns_max / 1000);
+	stat_add(&resp, "wal_records", sum.records);
+	stat_add(&resp, "wal_bytes", sum.wal_bytes);
+	stat_add(&resp, "snapshots", sum.snapshots);
+	stat_add(&resp, "recovered_records", sum.recovered_records);
+	stat_add(&resp, "recovery_ms", sum.recovery_ms);
+	conn_reply(srv, c, &resp);
+}
+
+/* Returns -1 when the connection must be closed. */
+static int handle_request(Server *srv, Conn *c, const WireRequest *req)
+{
+	if (!c->hello) {
+		if (req->op != WIRE_OP_HELLO)
+			return -1;
+		WireResponse resp = { .id = req->id, .op = WIRE_OP_HELLO, .status = WIRE_OK };
+		resp.u.hello.magic = WIRE_MAGIC;
+		resp.u.hello.version = WIRE_VERSION;
+		resp.u.hello.shards = (uint16_t)srv->nshards;
+		if (req->version != WIRE_VERSION) {
+			resp.status = WIRE_VERSION_MISMATCH;
+			c->close_after_flush = 1;
+		}
+		conn_reply(srv, c, &resp);
+		c->hello = 1;
+		return 0;
+	}
+	switch (req->op) {
+	case WIRE_OP_HELLO:
+		return -1;
+	case WIRE_OP_PING:
+		conn_reply_status(srv, c, req, WIRE_OK);
+		return 0;
+	case WIRE_OP_STATS:
+		answer_stats(srv, c, req);
+		return 0;
+	}
+	if (c->inflight >= (uint32_t)srv->cfg.inflight_max) {
+		srv->busy_inflight++;
+		conn_reply_status(srv, c, req, WIRE_BUSY);
+		return 0;
+	}
+	int rc = shard_submit(srv->shards[route(srv, req)], req, conn_ref(srv, c));
+	if (rc == 0)
+		c->inflight++;
+	else
+		conn_reply_status(srv, c, req, rc == -EBUSY ? WIRE_BUSY : WIRE_SHUTTING_DOWN);
+	return 0;
+}
+
+static void conn_read(Server *srv, Conn *c)
+{
+	buf_reserve(&c->in, READ_CHUNK);
+	ssize_t n = read(c->fd, c->in.data + c->in.len, READ_CHUNK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_close(srv, c);
+		return;
+	}
+	c->in.len += (size_t)n;
+
+	size_t off = 0;
+	while (off < c->in.len && !c->close_after_flush) {
+		WireRequest req;
+		size_t frame_len;
+		const char *why = "";
+		WireDecode d = wire_decode_request(c->in.data + off, c->in.len - off, &req, &frame_len, &why);
+		if (d == WIRE_DECODE_NEED_MORE)
+			break;
+		if (d == WIRE_DECODE_ERROR || handle_request(srv, c, &req) != 0) {
+			srv->protocol_errors++;
+			log_debug("closing connection: %s", d == WIRE_DECODE_ERROR ? why : "unexpected op");
+			conn_close(srv, c);
+			return;
+		}
+		off += frame_len;
+	}
+	buf_consume(&c->in, off);
+}
+
+static void accept_all(Server *srv)
+{
+	for (;;) {
+		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		if (srv->free_len == 0) {
+			log_warn("max_connections (%d) reached: refusing a connection", srv->cfg.max_connections);
+			close(fd);
+			continue;
+		}
+		Conn *c = &srv->conns[srv->free_slots[--srv->free_len]];
+		c->fd = fd;
+		c->hello = c->close_after_flush = c->polling_out = 0; /* dirty: flush_dirty clears it */
+		c->inflight = 0;
+		buf_init(&c->in, 0);
+		buf_init(&c->out, 0);
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)(c - srv->conns) };
+		if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			log_warn("epoll_ctl: %s", strerror(errno));
+			conn_close(srv, c);
+			continue;
+		}
+		srv->connections_total++;
+	}
+}
+
+/* ---- replies from the shards ------------------------------------------------ */
+
+void server_post_replies(void *ctx, const ShardReply *replies, size_t n, const uint8_t *data)
+{
+	Server *srv = ctx;
+	pthread_mutex_lock(&srv->mu);
+	for (size_t i = 0; i < n; i++) {
+		buf_put_u64(&srv->posted, replies[i].conn);
+		buf_put_u32(&srv->posted, replies[i].len);
+		buf_append(&srv->posted, data + replies[i].offset, replies[i].len);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	uint64_t one = 1;
+	ssize_t ignored = write(srv->event_fd, &one, sizeof(one));
+	(void)ignored; /* the counter cannot overflow in practice; a wakeup is all we need */
+}
+
+static void deliver_posted(Server *srv)
+{
+	uint64_t count;
+	ssize_t ignored = read(srv->event_fd, &count, sizeof(count));
+	(void)ignored;
+
+	pthread_mutex_lock(&srv->mu);
+	Buf t = srv->posted;
+	srv->posted = srv->taken;
+	srv->taken = t;
+	pthread_mutex_unlock(&srv->mu);
+
+	const uint8_t *p = srv->taken.data, *end = p + srv->taken.len;
+	while (p < end) {
+		uint64_t ref = get_u64le(p);
+		uint32_t len = get_u32le(p + 8);
+		const uint8_t *frame = p + 12;
+		p = frame + len;
+		Conn *c = &srv->conns[(uint32_t)ref];
+		if (c->fd < 0 || c->gen != (uint32_t)(ref >> 32))
+			continue; /* the connection went away; its answer goes with it */
+		c->inflight--;
+		buf_append(&c->out, frame, len);
+		conn_mark_dirty(srv, c);
+	}
+	buf_reset(&srv->taken);
+}
+
+/* ---- life cycle ------------------------------------------------------------------ */
+
+/* Refuses to take over a socket path another live ledger is serving. */
+static int socket_in_use(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return live;
+}
+
+int server_open(const ServerConfig *cfg, Server **out, char *why, size_t why_len)
+{
+	Server *srv = xcalloc(1, sizeof(*srv));
+	int rc;
+
+	srv->cfg = *cfg;
+	srv->listen_fd = srv->epoll_fd = srv->event_fd = srv->signal_fd = -1;
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	srv->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	srv->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (srv->signal_fd < 0 || srv->event_fd < 0 || srv->epoll_fd < 0) {
+		rc = -errno;
+		snprintf(why, why_len, "cannot set up the event loop: %s", strerror(errno));
+		goto fail;
+	}
+	struct epoll_event ev = { .events = EPOLLIN };
+	ev.data.u64 = TAG_EVENT;
+	epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->event_fd, &ev);
+	ev.data.u64 = TAG_SIGNAL;
+	epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->signal_fd, &ev);
+
+	srv->conns = xcalloc((size_t)cfg->max_connections, sizeof(Conn));
+	srv->free_slots = xmalloc((size_t)cfg->max_connections * sizeof(uint32_t));
+	srv->dirty = xmalloc((size_t)cfg->max_connections * sizeof(uint32_t));
+	for (int i = cfg->max_connections - 1; i >= 0; i--) {
+		srv->conns[i].fd = -1;
+		srv->free_slots[srv->free_len++] = (uint32_t)i;
+	}
+	pthread_mutex_init(&srv->mu, NULL);
+	buf_init(&srv->posted, 64 * 1024);
+	buf_init(&srv->taken, 64 * 1024);
+	*out = srv;
+	return 0;
+fail:
+	if (srv->signal_fd >= 0)
+		close(srv->signal_fd);
+	if (srv->event_fd >= 0)
+		close(srv->event_fd);
+	if (srv->epoll_fd >= 0)
+		close(srv->epoll_fd);
+	free(srv);
+	return rc;
+}
+
+int server_listen(Server *srv, char *why, size_t why_len)
+{
+	const ServerConfig *cfg = &srv->cfg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path)) {
+		snprintf(why, why_len, "socket path too long: %s", cfg->socket_path);
+		return -ENAMETOOLONG;
+	}
+	if (socket_in_use(cfg->socket_path)) {
+		snprintf(why, why_len, "another ledger is serving %s", cfg->socket_path);
+		return -EADDRINUSE;
+	}
+	strcpy(sa.sun_path, cfg->socket_path);
+	unlink(cfg->socket_path);
+	srv->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (srv->listen_fd < 0)
+		goto fail;
+	mode_t old_umask = umask(0177); /* no moment where the socket is more open than asked */
+	int rc = bind(srv->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_umask);
+	if (rc != 0 || listen(srv->listen_fd, 1024) != 0)
+		goto fail;
+	if (chmod(cfg->socket_path, (mode_t)cfg->socket_mode) != 0 ||
+	    (cfg->socket_gid != (gid_t)-1 && chown(cfg->socket_path, (uid_t)-1, cfg->socket_gid) != 0))
+		goto fail;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+	if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0)
+		goto fail;
+	return 0;
+fail:
+	rc = -errno;
+	snprintf(why, why_len, "cannot listen on %s: %s", cfg->socket_path, strerror(errno));
+	if (srv->listen_fd >= 0) {
+		close(srv->listen_fd);
+		srv->listen_fd = -1;
+	}
+	return rc;
+}
+
+void server_set_shards(Server *srv, Shard **shards, unsigned n)
+{
+	srv->shards = shards;
+	srv->nshards = n;
+}
+
+int server_run(Server *srv)
+{
+	struct epoll_event events[256];
+
+	log_info("serving %s (%u shards)", srv->cfg.socket_path, srv->nshards);
+	for (;;) {
+		int n = epoll_wait(srv->epoll_fd, events, 256, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = events[i].data.u64;
+			if (tag == TAG_LISTEN) {
+				accept_all(srv);
+			} else if (tag == TAG_EVENT) {
+				deliver_posted(srv);
+			} else if (tag == TAG_SIGNAL) {
+				struct signalfd_siginfo si;
+				if (read(srv->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+					log_info("signal %u: finishing the batch in flight and stopping", si.ssi_signo);
+					return 0;
+				}
+			} else {
+				Conn *c = &srv->conns[tag];
+				if (c->fd < 0)
+					continue;
+				if (events[i].events & EPOLLOUT) {
+					if (conn_flush(srv, c) != 0)
+						continue;
+				}
+				if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					conn_read(srv, c);
+			}
+		}
+		flush_dirty(srv);
+	}
+}
+
+void server_close(Server *srv)
+{
+	if (!srv)
+		return;
+	/* The shards have stopped: their last answers are posted. Give clients a
+	 * bounded moment to take them. */
+	if (srv->listen_fd >= 0) {
+		epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+		close(srv->listen_fd);
+		unlink(srv->cfg.socket_path);
+	}
+	deliver_posted(srv);
+	flush_dirty(srv);
+	int64_t deadline = clock_mono_ns() + (int64_t)CLOSE_FLUSH_MS * 1000000;
+	for (;;) {
+		int pending = 0;
+		for (int i = 0; i < srv->cfg.max_connections; i++) {
+			Conn *c = &srv->conns[i];
+			if (c->fd >= 0 && c->out.len > 0 && conn_flush(srv, c) == 0 && c->out.len > 0)
+				pending = 1;
+		}
+		if (!pending || clock_mono_ns() > deadline)
+			break;
+		poll(NULL, 0, 5);
+	}
+	for (int i = 0; i < srv->cfg.max_connections; i++)
+		if (srv->conns[i].fd >= 0)
+			conn_close(srv, &srv->conns[i]);
+	close(srv->signal_fd);
+	close(srv->event_fd);
+	close(srv->epoll_fd);
+	buf_free(&srv->posted);
+	buf_free(&srv->taken);
+	pthread_mutex_destroy(&srv->mu);
+	free(srv->conns);
+	free(srv->free_slots);
+	free(srv->dirty);
+	free(srv);
+}

@@ -1,1 +1,491 @@
-/* placeholder: being written */
+/* shard.c — a shard's two threads: apply (shard thread) and sync (syncer).
+ * See shard.h for the design. */
+#include "ledger/shard.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "common/rng.h"
+#include "common/xmalloc.h"
+#include "ledger/record.h"
+#include "ledger/snapshot.h"
+#include "ledger/wal.h"
+
+#define SHARD_TICK_MS 250          /* expiry runs at least this often */
+#define SNAPSHOTS_KEPT 2
+
+typedef struct ShardRequest {
+	WireRequest req;
+	uint64_t conn;
+} ShardRequest;
+
+/* Everything one fsync makes durable, and the answers it releases. */
+typedef struct Batch {
+	Buf wal;                   /* framed records */
+	uint64_t records;
+	Buf out;                   /* encoded response frames */
+	ShardReply *replies;
+	size_t n, cap;
+	Buf snapshot;              /* non-empty: write this snapshot after the sync */
+	uint64_t snapshot_lsn;
+} Batch;
+
+struct Shard {
+	ShardConfig cfg;
+	Book *book;
+	Wal *wal;
+	Rng rng;
+	ShardReplyFn reply;
+	void *reply_ctx;
+
+	pthread_t thread, syncer;
+	pthread_mutex_t mu;
+	pthread_cond_t work_cond;  /* shard thread: inbox filled, syncer freed, stop */
+	pthread_cond_t sync_cond;  /* syncer: a batch was handed over, stop */
+
+	/* Guarded by mu. */
+	ShardRequest *inbox;       /* filled by shard_submit */
+	size_t inbox_len;
+	Batch *syncing;            /* owned by the syncer while non-NULL */
+	int stopping;              /* no more requests; finish and exit */
+	int syncer_exit;
+	ShardStats stats;
+
+	/* Shard thread only. */
+	ShardRequest *work;        /* the inbox array it swapped out */
+	Batch batch[2];
+	Batch *building;
+	uint64_t next_lsn;
+	uint64_t records_since_snapshot;
+	int64_t next_tick_ms;
+	Buf scratch;
+};
+
+/* ---- recovery --------------------------------------------------------------- */
+
+static int replay_record(void *ctx, uint64_t lsn, const uint8_t *payload, size_t len)
+{
+	Shard *s = ctx;
+	Record rec;
+	if (record_decode(payload, len, &rec) != 0) {
+		log_error("wal record %llu cannot be decoded", (unsigned long long)lsn);
+		return -EBADMSG;
+	}
+	if (book_replay(s->book, &rec) != 0) {
+		log_error("wal record %llu (%s) does not fit the recovered state",
+			  (unsigned long long)lsn, record_type_name(rec.type));
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void *reply_ctx,
+	       Shard **out, char *why, size_t why_len)
+{
+	Shard *s = xcalloc(1, sizeof(*s));
+	uint8_t *snap = NULL;
+	size_t snap_len = 0;
+	uint64_t snap_lsn = 0;
+	int64_t started = clock_mono_ns();
+	int rc;
+
+	s->cfg = *cfg;
+	s->reply = reply;
+	s->reply_ctx = reply_ctx;
+	rng_init_kernel(&s->rng);
+	s->book = book_new(&cfg->book, idem, &s->rng);
+
+	if (mkdir(cfg->dir, 0750) != 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(why, why_len, "cannot create %s: %s", cfg->dir, strerror(errno));
+		goto fail;
+	}
+	rc = snapshot_load_latest(cfg->dir, &snap_lsn, &snap, &snap_len);
+	if (rc != 0) {
+		snprintf(why, why_len, "cannot read snapshots in %s: %s", cfg->dir, strerror(-rc));
+		goto fail;
+	}
+	if (snap && book_load(s->book, snap, snap_len) != 0) {
+		rc = -EBADMSG;
+		snprintf(why, why_len, "snapshot %llu in %s passed its checksum but does not load",
+			 (unsigned long long)snap_lsn, cfg->dir);
+		goto fail;
+	}
+	free(snap);
+	snap = NULL;
+
+	WalOptions opt = { .dir = cfg->dir, .segment_size = cfg->wal_segment_size,
+			   .allow_corruption = cfg->allow_wal_corruption };
+	WalRecoveryStats rs;
+	rc = wal_open(&opt, snap_lsn, replay_record, s, &s->wal, &rs, why, why_len);
+	if (rc != 0) {
+		if (!why[0])
+			snprintf(why, why_len, "cannot recover the WAL in %s: %s", cfg->dir, strerror(-rc));
+		goto fail;
+	}
+	char broken[256];
+	if (book_check_all(s->book, broken, sizeof(broken)) != 0) {
+		rc = -EBADMSG;
+		snprintf(why, why_len, "recovered state of %s is inconsistent: %s", cfg->dir, broken);
+		goto fail;
+	}
+	book_check_touched(s->book);
+	s->next_lsn = wal_next_lsn(s->wal);
+
+	int64_t ms = (clock_mono_ns() - started) / 1000000;
+	s->stats.recovered_records = rs.records;
+	s->stats.recovery_ms = (uint64_t)ms;
+	s->stats.last_lsn = s->next_lsn - 1;
+	log_info("shard %u recovered: snapshot lsn %llu, %llu wal records replayed in %lld ms, "
+		 "torn tail %llu bytes, next lsn %llu", cfg->index, (unsigned long long)snap_lsn,
+		 (unsigned long long)rs.records, (long long)ms, (unsigned long long)rs.torn_bytes,
+		 (unsigned long long)s->next_lsn);
+
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->work_cond, NULL);
+	pthread_cond_init(&s->sync_cond, NULL);
+	s->inbox = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
+	s->work = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
+	for (int i = 0; i < 2; i++) {
+		buf_init(&s->batch[i].wal, 64 * 1024);
+		buf_init(&s->batch[i].out, 64 * 1024);
+		buf_init(&s->batch[i].snapshot, 0);
+	}
+	buf_init(&s->scratch, 1024);
+	s->building = &s->batch[0];
+	*out = s;
+	return 0;
+fail:
+	free(snap);
+	book_free(s->book);
+	free(s);
+	return rc;
+}
+
+/* ---- the shard thread: apply ---------------------------------------------------- */
+
+static void emit_record(void *ctx, const Record *rec)
+{
+	Shard *s = ctx;
+	buf_reset(&s->scratch);
+	record_encode(rec, &s->scratch);
+	wal_frame(&s->building->wal, s->next_lsn++, s->scratch.data, s->scratch.len);
+	s->building->records++;
+	s->records_since_snapshot++;
+}
+
+static void batch_add_reply(Batch *b, uint64_t conn, const WireResponse *resp)
+{
+	size_t offset = b->out.len;
+	wire_encode_response(&b->out, resp);
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 256;
+		b->replies = xrealloc(b->replies, b->cap * sizeof(*b->replies));
+	}
+	b->replies[b->n++] = (ShardReply){ conn, (uint32_t)offset, (uint32_t)(b->out.len - offset) };
+}
+
+static int batch_empty(const Batch *b)
+{
+	return b->n == 0 && b->records == 0 && b->snapshot.len == 0;
+}
+
+/* A batch this large is handed over before taking more requests, so neither
+ * its memory nor its fsync grows without bound. */
+static int batch_full(const Shard *s)
+{
+	return s->building->n >= s->cfg.queue_len_max ||
+	       s->building->wal.len >= s->cfg.wal_segment_size / 8;
+}
+
+static void apply_requests(Shard *s, size_t n, int64_t now_ms)
+{
+	for (size_t i = 0; i < n; i++) {
+		WireResponse resp;
+		book_execute(s->book, &s->work[i].req, now_ms, &resp, emit_record, s);
+		batch_add_reply(s->building, s->work[i].conn, &resp);
+	}
+}
+
+static void maybe_tick(Shard *s, int64_t now_ms)
+{
+	if (now_ms < s->next_tick_ms && now_ms < book_next_expiry(s->book))
+		return;
+	book_tick(s->book, now_ms, emit_record, s);
+	s->next_tick_ms = now_ms + SHARD_TICK_MS;
+}
+
+static void maybe_snapshot(Shard *s, int force)
+{
+	Batch *b = s->building;
+	if (!force && s->records_since_snapshot < s->cfg.snapshot_interval_records)
+		return;
+	/* The snapshot covers every record up to this batch's last, and is
+	 * written only after that batch is durable. */
+	buf_reset(&b->snapshot);
+	book_save(s->book, &b->snapshot);
+	b->snapshot_lsn = s->next_lsn - 1;
+	s->records_since_snapshot = 0;
+}
+
+/* With mu held: gives the building batch to the syncer if it is free. */
+static void hand_over(Shard *s)
+{
+	s->stats.book = *book_stats(s->book);
+	if (s->syncing || batch_empty(s->building))
+		return;
+	s->syncing = s->building;
+	s->building = s->building == &s->batch[0] ? &s->batch[1] : &s->batch[0];
+	pthread_cond_signal(&s->sync_cond);
+}
+
+static struct timespec deadline_in_ms(int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}
+
+static void *shard_main(void *arg)
+{
+	Shard *s = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "shard %u", s->cfg.index);
+	log_set_context(name);
+	s->next_tick_ms = clock_wall_ms() + SHARD_TICK_MS;
+
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		int can_take = !batch_full(s);
+		for (;;) {
+			if (can_take && s->inbox_len > 0)
+				break;                  /* requests to apply */
+			if (!s->syncing && !batch_empty(s->building))
+				break;                  /* a batch to hand over */
+			if (s->stopping && s->inbox_len == 0)
+				break;                  /* all answered: finish */
+			int64_t now = clock_wall_ms();
+			int64_t due = s->next_tick_ms;
+			int64_t expiry = book_next_expiry(s->book);
+			if (expiry < due)
+				due = expiry;
+			if (due <= now)
+				break;                  /* holds to expire */
+			struct timespec ts = deadline_in_ms(due - now);
+			pthread_cond_timedwait(&s->work_cond, &s->mu, &ts);
+		}
+		if (s->stopping && s->inbox_len == 0)
+			break;
+		size_t n = 0;
+		if (can_take) {
+			ShardRequest *t = s->inbox;
+			s->inbox = s->work;
+			s->work = t;
+			n = s->inbox_len;
+			s->inbox_len = 0;
+		}
+		pthread_mutex_unlock(&s->mu);
+
+		int64_t now = clock_wall_ms();
+		maybe_tick(s, now);
+		apply_requests(s, n, now);
+		book_check_touched(s->book);
+		maybe_snapshot(s, 0);
+
+		pthread_mutex_lock(&s->mu);
+		hand_over(s);
+	}
+
+	/* Stopping: everything queued has been applied. Wait for the syncer,
+	 * hand over the last batch with a final snapshot, wait again. */
+	while (s->syncing)
+		pthread_cond_wait(&s->work_cond, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	if (s->records_since_snapshot > 0)
+		maybe_snapshot(s, 1);
+	pthread_mutex_lock(&s->mu);
+	hand_over(s);
+	while (s->syncing)
+		pthread_cond_wait(&s->work_cond, &s->mu);
+	s->syncer_exit = 1;
+	pthread_cond_signal(&s->sync_cond);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* ---- the syncer thread: make durable, then answer ---------------------------- */
+
+static void batch_reset(Batch *b)
+{
+	buf_reset(&b->wal);
+	buf_reset(&b->out);
+	buf_reset(&b->snapshot);
+	b->records = 0;
+	b->n = 0;
+}
+
+static void sync_batch(Shard *s, Batch *b)
+{
+	uint64_t fsync_ns = 0;
+
+	if (b->wal.len > 0) {
+		int64_t t0 = clock_mono_ns();
+		int rc = wal_write(s->wal, b->wal.data, b->wal.len);
+		if (rc != 0)
+			log_fatal("wal write failed: %s; exiting, the next start recovers from the log",
+				  strerror(-rc));
+		rc = wal_sync(s->wal);
+		if (rc != 0)
+			log_fatal("wal fdatasync failed: %s; exiting, the next start recovers from the log",
+				  strerror(-rc));
+		fsync_ns = (uint64_t)(clock_mono_ns() - t0);
+	}
+	if (b->snapshot.len > 0) {
+		int rc = snapshot_write(s->cfg.dir, b->snapshot_lsn, b->snapshot.data, b->snapshot.len,
+					SNAPSHOTS_KEPT);
+		if (rc != 0)
+			log_fatal("snapshot write failed: %s", strerror(-rc));
+		rc = wal_delete_through(s->wal, b->snapshot_lsn);
+		if (rc < 0)
+			log_warn("cannot delete WAL segments covered by snapshot %llu: %s",
+				 (unsigned long long)b->snapshot_lsn, strerror(-rc));
+		log_info("snapshot at lsn %llu (%zu bytes), %d old segment(s) deleted",
+			 (unsigned long long)b->snapshot_lsn, b->snapshot.len, rc > 0 ? rc : 0);
+	}
+	if (b->n > 0)
+		s->reply(s->reply_ctx, b->replies, b->n, b->out.data);
+
+	pthread_mutex_lock(&s->mu);
+	ShardStats *st = &s->stats;
+	st->batches++;
+	st->requests += b->n;
+	st->records += b->records;
+	st->wal_bytes += b->wal.len;
+	st->last_lsn += b->records;
+	if (b->wal.len > 0) {
+		st->fsyncs++;
+		st->fsync_ns_total += fsync_ns;
+		if (fsync_ns > st->fsync_ns_max)
+			st->fsync_ns_max = fsync_ns;
+	}
+	if (b->snapshot.len > 0)
+		st->snapshots++;
+	pthread_mutex_unlock(&s->mu);
+	batch_reset(b);
+}
+
+static void *syncer_main(void *arg)
+{
+	Shard *s = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "sync %u", s->cfg.index);
+	log_set_context(name);
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (!s->syncing && !s->syncer_exit)
+			pthread_cond_wait(&s->sync_cond, &s->mu);
+		if (!s->syncing)
+			break;
+		Batch *b = s->syncing;
+		pthread_mutex_unlock(&s->mu);
+		sync_batch(s, b);
+		pthread_mutex_lock(&s->mu);
+		s->syncing = NULL;
+		pthread_cond_signal(&s->work_cond);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* ---- the rest of the life cycle ------------------------------------------------ */
+
+int shard_start(Shard *s)
+{
+	int rc = pthread_create(&s->syncer, NULL, syncer_main, s);
+	if (rc != 0)
+		return -rc;
+	rc = pthread_create(&s->thread, NULL, shard_main, s);
+	if (rc != 0) {
+		pthread_mutex_lock(&s->mu);
+		s->syncer_exit = 1;
+		pthread_cond_signal(&s->sync_cond);
+		pthread_mutex_unlock(&s->mu);
+		pthread_join(s->syncer, NULL);
+		return -rc;
+	}
+	return 0;
+}
+
+int shard_submit(Shard *s, const WireRequest *req, uint64_t conn)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		rc = -ESHUTDOWN;
+	} else if (s->inbox_len == s->cfg.queue_len_max) {
+		s->stats.busy++;
+		rc = -EBUSY;
+	} else {
+		ShardRequest *slot = &s->inbox[s->inbox_len++];
+		slot->req = *req;
+		slot->conn = conn;
+		if (s->inbox_len == 1)
+			pthread_cond_signal(&s->work_cond);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void shard_stop(Shard *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->stopping = 1;
+	pthread_cond_signal(&s->work_cond);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	pthread_join(s->syncer, NULL);
+}
+
+void shard_close(Shard *s)
+{
+	if (!s)
+		return;
+	wal_close(s->wal);
+	book_free(s->book);
+	for (int i = 0; i < 2; i++) {
+		buf_free(&s->batch[i].wal);
+		buf_free(&s->batch[i].out);
+		buf_free(&s->batch[i].snapshot);
+		free(s->batch[i].replies);
+	}
+	buf_free(&s->scratch);
+	free(s->inbox);
+	free(s->work);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->work_cond);
+	pthread_cond_destroy(&s->sync_cond);
+	free(s);
+}
+
+void shard_stats(Shard *s, ShardStats *out)
+{
+	pthread_mutex_lock(&s->mu);
+	*out = s->stats;
+	out->queue_len = s->inbox_len;
+	pthread_mutex_unlock(&s->mu);
+}

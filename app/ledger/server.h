@@ -1,0 +1,56 @@
+/* server.h — the ledger's socket front: one I/O thread for all connections.
+ *
+ * DESIGN. One epoll thread accepts connections on the Unix socket, reads and
+ * decodes frames, answers HELLO, PING and STATS itself and routes every other
+ * request to the shard that owns it (by the SKU's hash, or the route carried
+ * in a reservation id). Shards answer through server_post_replies from their
+ * syncer threads once a batch is durable; the I/O thread writes the answers.
+ * A connection that sends a malformed frame is closed; nothing else is
+ * affected. Full shard inboxes and too many requests in flight on one
+ * connection are answered "busy" at once. SIGTERM/SIGINT (via signalfd) stop
+ * the loop. */
+#ifndef RG_SERVER_H
+#define RG_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ledger/shard.h"
+
+typedef struct Server Server;
+
+typedef struct ServerConfig {
+	const char *socket_path;
+	int socket_mode;           /* e.g. 0660 */
+	gid_t socket_gid;          /* (gid_t)-1: leave the group as created */
+	int max_connections;
+	int inflight_max;          /* requests in flight per connection */
+} ServerConfig;
+
+/* Sets up the event loop; nothing listens yet, so shards can be given the
+ * server as their reply target and recover before anyone connects. Returns 0
+ * or a negative errno with a message in why. */
+int server_open(const ServerConfig *cfg, Server **out, char *why, size_t why_len)
+	__attribute__((warn_unused_result));
+
+/* Binds the socket (replacing a stale socket file, refusing one a live
+ * ledger serves), sets its mode and group, and listens. */
+int server_listen(Server *srv, char *why, size_t why_len) __attribute__((warn_unused_result));
+
+/* The shards requests are routed to (borrowed; set before server_run). */
+void server_set_shards(Server *srv, Shard **shards, unsigned n);
+
+/* The ShardReplyFn to give every shard, with the Server as its context. */
+void server_post_replies(void *srv, const ShardReply *replies, size_t n, const uint8_t *data);
+
+/* Runs the loop until SIGTERM or SIGINT (which the caller must have blocked
+ * in every thread). Returns 0 or a negative errno. */
+int server_run(Server *srv) __attribute__((warn_unused_result));
+
+/* After the shards have stopped: writes out the answers they released last
+ * (best effort, bounded in time), closes every connection and removes the
+ * socket file. */
+void server_close(Server *srv);
+
+#endif

@@ -1,0 +1,89 @@
+/* shard.h — one shard: the single owner of its SKUs.
+ *
+ * DESIGN. A shard is two threads around one Book and one Wal.
+ *   The shard thread takes every request waiting in its inbox, applies them to
+ *   the book one at a time (so a check and a take never interleave), frames the
+ *   records they produce and encodes their answers into the batch being built.
+ *   The syncer thread writes a finished batch to the WAL with one write and
+ *   one fdatasync, and only then releases its answers (the output gate).
+ * While the syncer waits on the disk, the shard thread already gathers and
+ * applies the next batch; it hands it over the moment the syncer is free. So
+ * one fsync pays for everything that arrived during the previous one (group
+ * commit), and the disk never waits for the CPU. Answers to reads also wait
+ * for their batch, so nobody is ever shown state that is not yet durable.
+ *
+ * A full inbox refuses at once (-EBUSY: the caller answers "busy"), and a batch
+ * stops growing at batch_len_max requests, so memory stays bounded at any load.
+ * A failed WAL write, fsync or snapshot is fatal: the process exits and the
+ * next start recovers from the log (never retry an fsync and carry on). */
+#ifndef RG_SHARD_H
+#define RG_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/wire.h"
+#include "ledger/book.h"
+#include "ledger/idem.h"
+
+typedef struct Shard Shard;
+
+typedef struct ShardConfig {
+	unsigned index;
+	char dir[512];                  /* this shard's WAL and snapshots */
+	size_t wal_segment_size;
+	size_t queue_len_max;           /* inbox capacity */
+	uint64_t snapshot_interval_records;
+	int allow_wal_corruption;
+	BookConfig book;
+} ShardConfig;
+
+/* One answer in a released batch: which connection, and where its encoded
+ * frame sits in the batch's data. */
+typedef struct ShardReply {
+	uint64_t conn;
+	uint32_t offset, len;
+} ShardReply;
+
+/* Called by the syncer thread once a batch is durable; data is borrowed for
+ * the call. Must not block for long: it delays the next fsync. */
+typedef void (*ShardReplyFn)(void *ctx, const ShardReply *replies, size_t n, const uint8_t *data);
+
+/* What a shard has done and holds, published once per batch. */
+typedef struct ShardStats {
+	BookStats book;
+	uint64_t queue_len;             /* requests waiting now */
+	uint64_t busy;                  /* requests refused with a full inbox */
+	uint64_t batches;               /* batches released */
+	uint64_t requests;              /* requests answered */
+	uint64_t fsyncs;
+	uint64_t fsync_ns_total;
+	uint64_t fsync_ns_max;
+	uint64_t records;               /* WAL records written */
+	uint64_t wal_bytes;
+	uint64_t snapshots;
+	uint64_t last_lsn;
+	uint64_t recovered_records;
+	uint64_t recovery_ms;
+} ShardStats;
+
+/* Recovers the shard from cfg->dir (newest snapshot, then the WAL after it).
+ * Returns 0 and *out, or a negative errno with a message in why (corruption
+ * in the middle of the log, an unreadable snapshot, I/O errors). */
+int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void *reply_ctx,
+	       Shard **out, char *why, size_t why_len) __attribute__((warn_unused_result));
+/* Starts the two threads. */
+int shard_start(Shard *s) __attribute__((warn_unused_result));
+
+/* Queues one request; conn comes back in its ShardReply. Thread-safe.
+ * Returns 0, -EBUSY when the inbox is full, -ESHUTDOWN once stopping. */
+int shard_submit(Shard *s, const WireRequest *req, uint64_t conn);
+
+/* Stops taking requests, answers everything already queued, syncs, writes a
+ * final snapshot, and joins the threads. */
+void shard_stop(Shard *s);
+void shard_close(Shard *s);
+
+void shard_stats(Shard *s, ShardStats *out);
+
+#endif
