@@ -142,3 +142,10 @@ int ledger_proc_log_contains(const LedgerProc *p, const char *needle)
 	fclose(f);
 	return found;
 }
+
+int ledger_proc_sanitizer_reports(const LedgerProc *p)
+{
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "grep -l 'Sanitizer' '%s'/*.log >&2", p->dir);
+	return system(cmd) == 0; /* grep exits 0 when it found a report */
+}

@@ -29,6 +29,9 @@ int ledger_proc_run_expect_exit(LedgerProc *p);
 int ledger_proc_stop(LedgerProc *p);
 /* SIGKILL and reap. */
 void ledger_proc_kill(LedgerProc *p);
+/* 1 when any log under the test directory has a sanitizer report (the
+ * daemon's reports land in its log, not in the test's output). */
+int ledger_proc_sanitizer_reports(const LedgerProc *p);
 /* 1 when the daemon's log contains needle. */
 int ledger_proc_log_contains(const LedgerProc *p, const char *needle);
 

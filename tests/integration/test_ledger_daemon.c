@@ -345,6 +345,7 @@ static void test_full_queue_is_busy(void)
 	printf("backpressure: %d pipelined, %d created, %d busy\n", N, created, busy);
 	ledger_client_close(c);
 	CHECK_EQ_INT(ledger_proc_stop(&p), 0);
+	CHECK(!ledger_proc_sanitizer_reports(&p));
 }
 
 static void test_bad_frame_closes_only_its_connection(LedgerProc *p)
@@ -404,5 +405,6 @@ int main(void)
 	test_full_queue_is_busy();
 
 	ledger_proc_kill(&p);
+	CHECK(!ledger_proc_sanitizer_reports(&p));
 	return check_exit();
 }
