@@ -238,7 +238,48 @@ static int apply_sku_put(Book *b, const Record *rec)
 	return 0;
 }
 
-/* slot: the idempotency stripe when the caller already holds it locked. */
+/* Replay and snapshot load only: gives the reservation of rec its key.
+ * The live book let it take the key, so a reservation holding the key in the
+ * index now was forgotten (after retention) before rec was decided; it is
+ * back only because forgetting is not logged, and the next tick forgets it
+ * again. One of this book hands the key over. One of another shard cannot be
+ * touched from here: rec then goes without an entry rather than failing the
+ * whole recovery. Returns -EBADMSG only when a live hold of this book has the
+ * key, which no valid log produces. */
+static int replay_take_key(Book *b, const Record *rec, IdemEntry **out)
+{
+	IdemSlot slot;
+
+	*out = NULL;
+	for (;;) {
+		idem_lock(b->idem, rec->session, rec->session_len, rec->idem_key, rec->idem_key_len,
+			  &slot);
+		IdemEntry *e = idem_find(&slot, rec->session, rec->session_len, rec->idem_key,
+					 rec->idem_key_len);
+		if (!e) {
+			*out = idem_insert(&slot, rec->sku, rec->sku_len, rec->session,
+					   rec->session_len, rec->idem_key, rec->idem_key_len,
+					   rec->quantity, &rec->id);
+			idem_unlock(&slot);
+			return 0;
+		}
+		Reservation *old = reservation_find(b, &e->reservation);
+		idem_unlock(&slot);
+		if (!old || old->idem != e) {
+			log_warn("replay: idempotency key of reservation in %.*s is held by another "
+				 "shard's forgotten reservation; continuing without it",
+				 rec->sku_len, rec->sku);
+			return 0;
+		}
+		if (old->state == WIRE_RES_RESERVED)
+			return -EBADMSG; /* the same key twice on live holds */
+		old->idem = NULL;
+		idem_remove(b->idem, e);
+	}
+}
+
+/* slot: the idempotency stripe when the caller already holds it locked (a
+ * live RESERVE that found no entry); NULL on replay and snapshot load. */
 static int apply_reserve(Book *b, const Record *rec, IdemSlot *slot)
 {
 	Sku *s = sku_find(b, rec->sku, rec->sku_len);
@@ -249,20 +290,17 @@ static int apply_reserve(Book *b, const Record *rec, IdemSlot *slot)
 
 	IdemEntry *idem = NULL;
 	if (rec->idem_key_len) {
-		IdemSlot own;
-		IdemSlot *use = slot;
-		if (!use) {
-			idem_lock(b->idem, rec->session, rec->session_len, rec->idem_key,
-				  rec->idem_key_len, &own);
-			use = &own;
+		if (slot) {
+			rg_assert(!idem_find(slot, rec->session, rec->session_len, rec->idem_key,
+					     rec->idem_key_len));
+			idem = idem_insert(slot, rec->sku, rec->sku_len, rec->session,
+					   rec->session_len, rec->idem_key, rec->idem_key_len,
+					   rec->quantity, &rec->id);
+		} else {
+			int rc = replay_take_key(b, rec, &idem);
+			if (rc != 0)
+				return rc;
 		}
-		if (!idem_find(use, rec->session, rec->session_len, rec->idem_key, rec->idem_key_len))
-			idem = idem_insert(use, rec->sku, rec->sku_len, rec->session, rec->session_len,
-					   rec->idem_key, rec->idem_key_len, rec->quantity, &rec->id);
-		if (!slot)
-			idem_unlock(&own);
-		if (!idem)
-			return -EBADMSG; /* the same key twice in the log */
 	}
 
 	Reservation *r = xmalloc(sizeof(*r));
@@ -850,8 +888,15 @@ static int load_sku(Book *b, Reader *rd)
 	set->max_per_order = (int32_t)reader_u32(rd);
 	set->reservation_ttl_s = (int32_t)reader_u32(rd);
 	reader_str8(rd, set->name, WIRE_NAME_MAX, &set->name_len);
+	/* The settings must pass the rules record_decode applies to SKU_PUT: the
+	 * next change of this SKU writes them to the WAL, and every response
+	 * carries them over the wire. */
 	if (rd->failed || !wire_sku_valid(rec.sku, rec.sku_len) || sku_find(b, rec.sku, rec.sku_len) ||
-	    set->stock < 0 || reserved < 0 || sold < 0 || reserved + sold > set->stock)
+	    set->stock < 0 || set->stock > WIRE_STOCK_MAX || reserved < 0 || sold < 0 ||
+	    reserved > set->stock || sold > set->stock - reserved ||
+	    set->price_cents < 0 || set->price_cents > WIRE_PRICE_MAX || set->per_session_limit < 0 ||
+	    set->max_per_order < 1 || set->reservation_ttl_s < 1 ||
+	    set->reservation_ttl_s > WIRE_TTL_MAX_S || !wire_name_valid(set->name, set->name_len))
 		return -EBADMSG;
 	if (apply_sku_put(b, &rec) != 0)
 		return -EBADMSG;

@@ -33,8 +33,6 @@ typedef struct Batch {
 	Buf out;                   /* encoded response frames */
 	ShardReply *replies;
 	size_t n, cap;
-	Buf snapshot;              /* non-empty: write this snapshot after the sync */
-	uint64_t snapshot_lsn;
 } Batch;
 
 struct Shard {
@@ -57,6 +55,20 @@ struct Shard {
 	int stopping;              /* no more requests; finish and exit */
 	int syncer_exit;
 	ShardStats stats;
+
+	/* Snapshots, also guarded by mu. The shard thread serialises the book
+	 * into snap_buf (a consistent copy, at memory speed); the snapshotter
+	 * thread writes it to disk once the WAL through snap_lsn is durable, so
+	 * neither applying nor acknowledging waits for a large file's fsync. */
+	pthread_t snapshotter;
+	pthread_cond_t snap_cond;
+	Buf snap_buf;
+	uint64_t snap_lsn;
+	int snap_queued;           /* snap_buf is the snapshotter's until it clears this */
+	int snap_exit;
+	uint64_t durable_lsn;      /* the last LSN the syncer made durable */
+	uint64_t older_snapshot_lsn; /* the snapshot before the newest */
+	uint64_t deletable_lsn;    /* the syncer may delete WAL segments through this */
 
 	/* Shard thread only. */
 	ShardRequest *work;        /* the inbox array it swapped out */
@@ -120,6 +132,8 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	}
 	free(snap);
 	snap = NULL;
+	s->older_snapshot_lsn = snap_lsn;
+	s->deletable_lsn = 0;
 
 	WalOptions opt = { .dir = cfg->dir, .segment_size = cfg->wal_segment_size,
 			   .allow_corruption = cfg->allow_wal_corruption };
@@ -143,6 +157,7 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	s->stats.recovered_records = rs.records;
 	s->stats.recovery_ms = (uint64_t)ms;
 	s->stats.last_lsn = s->next_lsn - 1;
+	s->durable_lsn = s->next_lsn - 1;
 	log_info("shard %u recovered: snapshot lsn %llu, %llu wal records replayed in %lld ms, "
 		 "torn tail %llu bytes, next lsn %llu", cfg->index, (unsigned long long)snap_lsn,
 		 (unsigned long long)rs.records, (long long)ms, (unsigned long long)rs.torn_bytes,
@@ -151,12 +166,13 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->work_cond, NULL);
 	pthread_cond_init(&s->sync_cond, NULL);
+	pthread_cond_init(&s->snap_cond, NULL);
+	buf_init(&s->snap_buf, 0);
 	s->inbox = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
 	s->work = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
 	for (int i = 0; i < 2; i++) {
 		buf_init(&s->batch[i].wal, 64 * 1024);
 		buf_init(&s->batch[i].out, 64 * 1024);
-		buf_init(&s->batch[i].snapshot, 0);
 	}
 	buf_init(&s->scratch, 1024);
 	s->building = &s->batch[0];
@@ -194,7 +210,7 @@ static void batch_add_reply(Batch *b, uint64_t conn, const WireResponse *resp)
 
 static int batch_empty(const Batch *b)
 {
-	return b->n == 0 && b->records == 0 && b->snapshot.len == 0;
+	return b->n == 0 && b->records == 0;
 }
 
 /* A batch this large is handed over before taking more requests, so neither
@@ -224,14 +240,20 @@ static void maybe_tick(Shard *s, int64_t now_ms)
 
 static void maybe_snapshot(Shard *s, int force)
 {
-	Batch *b = s->building;
 	if (!force && s->records_since_snapshot < s->cfg.snapshot_interval_records)
 		return;
-	/* The snapshot covers every record up to this batch's last, and is
-	 * written only after that batch is durable. */
-	buf_reset(&b->snapshot);
-	book_save(s->book, &b->snapshot);
-	b->snapshot_lsn = s->next_lsn - 1;
+	pthread_mutex_lock(&s->mu);
+	int busy = s->snap_queued;
+	pthread_mutex_unlock(&s->mu);
+	if (busy)
+		return; /* the previous one is still being written: try after the next batch */
+	buf_reset(&s->snap_buf);
+	book_save(s->book, &s->snap_buf);
+	pthread_mutex_lock(&s->mu);
+	s->snap_lsn = s->next_lsn - 1;
+	s->snap_queued = 1;
+	pthread_cond_signal(&s->snap_cond);
+	pthread_mutex_unlock(&s->mu);
 	s->records_since_snapshot = 0;
 }
 
@@ -310,19 +332,24 @@ static void *shard_main(void *arg)
 		hand_over(s);
 	}
 
-	/* Stopping: everything queued has been applied. Wait for the syncer,
-	 * hand over the last batch with a final snapshot, wait again. */
-	while (s->syncing)
+	/* Stopping: everything queued has been applied. Hand over the last
+	 * batch, take a final snapshot (so the next start replays nothing),
+	 * and let the other two threads finish their work and exit. */
+	while (s->syncing || s->snap_queued) {
+		hand_over(s);
 		pthread_cond_wait(&s->work_cond, &s->mu);
+	}
+	hand_over(s);
 	pthread_mutex_unlock(&s->mu);
 	if (s->records_since_snapshot > 0)
 		maybe_snapshot(s, 1);
 	pthread_mutex_lock(&s->mu);
-	hand_over(s);
-	while (s->syncing)
+	while (s->syncing || s->snap_queued)
 		pthread_cond_wait(&s->work_cond, &s->mu);
 	s->syncer_exit = 1;
+	s->snap_exit = 1;
 	pthread_cond_signal(&s->sync_cond);
+	pthread_cond_signal(&s->snap_cond);
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
 }
@@ -333,7 +360,6 @@ static void batch_reset(Batch *b)
 {
 	buf_reset(&b->wal);
 	buf_reset(&b->out);
-	buf_reset(&b->snapshot);
 	b->records = 0;
 	b->n = 0;
 }
@@ -354,22 +380,15 @@ static void sync_batch(Shard *s, Batch *b)
 				  strerror(-rc));
 		fsync_ns = (uint64_t)(clock_mono_ns() - t0);
 	}
-	if (b->snapshot.len > 0) {
-		int rc = snapshot_write(s->cfg.dir, b->snapshot_lsn, b->snapshot.data, b->snapshot.len,
-					SNAPSHOTS_KEPT);
-		if (rc != 0)
-			log_fatal("snapshot write failed: %s", strerror(-rc));
-		rc = wal_delete_through(s->wal, b->snapshot_lsn);
-		if (rc < 0)
-			log_warn("cannot delete WAL segments covered by snapshot %llu: %s",
-				 (unsigned long long)b->snapshot_lsn, strerror(-rc));
-		log_info("snapshot at lsn %llu (%zu bytes), %d old segment(s) deleted",
-			 (unsigned long long)b->snapshot_lsn, b->snapshot.len, rc > 0 ? rc : 0);
-	}
 	if (b->n > 0)
 		s->reply(s->reply_ctx, b->replies, b->n, b->out.data);
 
 	pthread_mutex_lock(&s->mu);
+	s->durable_lsn += b->records;
+	if (s->snap_queued && s->durable_lsn >= s->snap_lsn)
+		pthread_cond_signal(&s->snap_cond);
+	uint64_t deletable = s->deletable_lsn;
+	s->deletable_lsn = 0;
 	ShardStats *st = &s->stats;
 	st->batches++;
 	st->requests += b->n;
@@ -382,10 +401,57 @@ static void sync_batch(Shard *s, Batch *b)
 		if (fsync_ns > st->fsync_ns_max)
 			st->fsync_ns_max = fsync_ns;
 	}
-	if (b->snapshot.len > 0)
-		st->snapshots++;
 	pthread_mutex_unlock(&s->mu);
 	batch_reset(b);
+
+	if (deletable) {
+		int rc = wal_delete_through(s->wal, deletable);
+		if (rc < 0)
+			log_warn("cannot delete WAL segments through lsn %llu: %s",
+				 (unsigned long long)deletable, strerror(-rc));
+		else if (rc > 0)
+			log_info("deleted %d WAL segment(s) through lsn %llu", rc,
+				 (unsigned long long)deletable);
+	}
+}
+
+/* ---- the snapshotter thread: write snapshots off the hot path ------------------ */
+
+static void *snapshotter_main(void *arg)
+{
+	Shard *s = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "snap %u", s->cfg.index);
+	log_set_context(name);
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (!(s->snap_queued && s->durable_lsn >= s->snap_lsn) && !s->snap_exit)
+			pthread_cond_wait(&s->snap_cond, &s->mu);
+		if (!(s->snap_queued && s->durable_lsn >= s->snap_lsn))
+			break;
+		uint64_t lsn = s->snap_lsn;
+		pthread_mutex_unlock(&s->mu);
+
+		int64_t t0 = clock_mono_ns();
+		int rc = snapshot_write(s->cfg.dir, lsn, s->snap_buf.data, s->snap_buf.len, SNAPSHOTS_KEPT);
+		if (rc != 0)
+			log_fatal("snapshot write failed: %s; exiting, the next start recovers from the log",
+				  strerror(-rc));
+		log_info("snapshot at lsn %llu: %zu bytes in %lld ms", (unsigned long long)lsn,
+			 s->snap_buf.len, (long long)((clock_mono_ns() - t0) / 1000000));
+
+		pthread_mutex_lock(&s->mu);
+		/* Keep the log back to the previous snapshot as well, so a damaged
+		 * newest snapshot still leaves a complete older one plus log. */
+		s->deletable_lsn = s->older_snapshot_lsn;
+		s->older_snapshot_lsn = lsn;
+		s->snap_queued = 0;
+		s->stats.snapshots++;
+		pthread_cond_signal(&s->work_cond);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
 }
 
 static void *syncer_main(void *arg)
@@ -416,18 +482,11 @@ static void *syncer_main(void *arg)
 
 int shard_start(Shard *s)
 {
-	int rc = pthread_create(&s->syncer, NULL, syncer_main, s);
-	if (rc != 0)
-		return -rc;
-	rc = pthread_create(&s->thread, NULL, shard_main, s);
-	if (rc != 0) {
-		pthread_mutex_lock(&s->mu);
-		s->syncer_exit = 1;
-		pthread_cond_signal(&s->sync_cond);
-		pthread_mutex_unlock(&s->mu);
-		pthread_join(s->syncer, NULL);
-		return -rc;
-	}
+	/* A half-started shard cannot be stopped cleanly: fail hard. */
+	if (pthread_create(&s->syncer, NULL, syncer_main, s) != 0 ||
+	    pthread_create(&s->snapshotter, NULL, snapshotter_main, s) != 0 ||
+	    pthread_create(&s->thread, NULL, shard_main, s) != 0)
+		log_fatal("cannot start the threads of shard %u", s->cfg.index);
 	return 0;
 }
 
@@ -459,6 +518,7 @@ void shard_stop(Shard *s)
 	pthread_mutex_unlock(&s->mu);
 	pthread_join(s->thread, NULL);
 	pthread_join(s->syncer, NULL);
+	pthread_join(s->snapshotter, NULL);
 }
 
 void shard_close(Shard *s)
@@ -470,10 +530,11 @@ void shard_close(Shard *s)
 	for (int i = 0; i < 2; i++) {
 		buf_free(&s->batch[i].wal);
 		buf_free(&s->batch[i].out);
-		buf_free(&s->batch[i].snapshot);
 		free(s->batch[i].replies);
 	}
 	buf_free(&s->scratch);
+	buf_free(&s->snap_buf);
+	pthread_cond_destroy(&s->snap_cond);
 	free(s->inbox);
 	free(s->work);
 	pthread_mutex_destroy(&s->mu);

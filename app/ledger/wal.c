@@ -85,6 +85,16 @@
  * removed. With no segments at all, the first one is created at
  * max(last LSN, after_lsn) + 1.
  *
+ * SPARE SEGMENT
+ * Zero-filling a segment writes and syncs its whole size, far too slow for
+ * the write path. So a helper thread keeps one spare ready ahead of time:
+ * "wal-spare.tmp", full size, zero-filled and fdatasync'ed. Rotation renames
+ * it to the new segment's name and syncs the directory (microseconds), then
+ * wakes the helper to prepare the next. If the spare is not ready (or could
+ * not be made) rotation creates the segment itself, the slow way. The spare
+ * is never read by recovery (its name is not a segment name) and a stale one
+ * is simply made anew.
+ *
  * DURABILITY
  * Segment creation: fallocate, zero-fill, fdatasync, fsync of the directory.
  * Before a batch goes to a new segment the old one is fdatasync'ed, so a
@@ -97,6 +107,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +124,7 @@
 #define SEG_SIZE_MIN ((size_t)1 << 20)
 #define ZERO_CHUNK ((size_t)1 << 20)
 #define REC_SIZE_MIN (WAL_RECORD_HEADER_LEN + 8)
+#define SPARE_NAME "wal-spare.tmp"
 
 typedef struct Seg {
 	uint64_t lsn;    /* from the name: the LSN its first record must carry */
@@ -129,6 +141,14 @@ struct Wal {
 	uint64_t next_lsn;
 	Seg *segs;           /* every segment, ascending; the last is the current */
 	size_t nsegs, segs_cap;
+
+	/* The spare segment (see SPARE SEGMENT above); guarded by spare_mu. */
+	pthread_t spare_thread;
+	int spare_started;
+	pthread_mutex_t spare_mu;
+	pthread_cond_t spare_cond;
+	int spare_fd;        /* >= 0: SPARE_NAME is ready, full size and synced */
+	int spare_stop;
 };
 
 static const uint8_t zeros[ZERO_CHUNK];
@@ -353,19 +373,110 @@ static int seg_create(Wal *w, uint64_t lsn, int *out)
 	return 0;
 }
 
+/* Takes the ready spare as segment lsn: rename it into place and make the
+ * name durable. Returns the fd, or -1 when no spare is ready. */
+static int spare_take(Wal *w, uint64_t lsn)
+{
+	char name[SEG_NAME_LEN + 1];
+	int fd;
+
+	if (!w->spare_started)
+		return -1;
+	seg_name(name, lsn);
+	/* Rename under the lock: once woken, the helper starts by removing
+	 * SPARE_NAME, which must by then be the segment's name. */
+	pthread_mutex_lock(&w->spare_mu);
+	fd = w->spare_fd;
+	if (fd >= 0) {
+		w->spare_fd = -1;
+		if (renameat(w->dirfd, SPARE_NAME, w->dirfd, name) < 0 || sync_dir(w->dirfd) < 0) {
+			log_warn("wal: cannot use the spare segment in %s: %s", w->dir, strerror(errno));
+			close(fd);
+			unlinkat(w->dirfd, name, 0);
+			fd = -1;
+		}
+		pthread_cond_signal(&w->spare_cond); /* make the next one */
+	}
+	pthread_mutex_unlock(&w->spare_mu);
+	return fd;
+}
+
 /* Creates segment lsn and makes it current; the caller has closed the
  * previous current segment's fd. */
 static int seg_start(Wal *w, uint64_t lsn)
 {
-	int fd = -1, rc = seg_create(w, lsn, &fd);
+	int fd = spare_take(w, lsn), rc;
 
-	if (rc < 0)
-		return rc;
+	if (fd < 0) {
+		rc = seg_create(w, lsn, &fd);
+		if (rc < 0)
+			return rc;
+	}
 	w->fd = fd;
 	w->seg_size = w->segment_size;
 	w->off = 0;
 	segs_push(w, lsn);
 	return 0;
+}
+
+static void *spare_main(void *arg)
+{
+	Wal *w = arg;
+
+	log_set_context("wal spare");
+	pthread_mutex_lock(&w->spare_mu);
+	while (!w->spare_stop) {
+		if (w->spare_fd >= 0) {
+			pthread_cond_wait(&w->spare_cond, &w->spare_mu);
+			continue;
+		}
+		pthread_mutex_unlock(&w->spare_mu);
+		/* A stale spare (from a crash) may be partly filled: start over. */
+		unlinkat(w->dirfd, SPARE_NAME, 0);
+		int fd = openat(w->dirfd, SPARE_NAME, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		int rc = fd < 0 ? -errno : prealloc(fd, 0, w->segment_size);
+		if (rc < 0) {
+			log_warn("wal: cannot prepare a spare segment in %s: %s (rotation will create "
+				 "segments inline)", w->dir, strerror(-rc));
+			if (fd >= 0)
+				close(fd);
+			unlinkat(w->dirfd, SPARE_NAME, 0);
+			pthread_mutex_lock(&w->spare_mu);
+			break;
+		}
+		pthread_mutex_lock(&w->spare_mu);
+		w->spare_fd = fd;
+	}
+	pthread_mutex_unlock(&w->spare_mu);
+	return NULL;
+}
+
+static void spare_start(Wal *w)
+{
+	pthread_mutex_init(&w->spare_mu, NULL);
+	pthread_cond_init(&w->spare_cond, NULL);
+	w->spare_fd = -1;
+	if (pthread_create(&w->spare_thread, NULL, spare_main, w) == 0)
+		w->spare_started = 1;
+	else
+		log_warn("wal: no spare segment thread; rotation will create segments inline");
+}
+
+static void spare_stop(Wal *w)
+{
+	if (!w->spare_started)
+		return;
+	pthread_mutex_lock(&w->spare_mu);
+	w->spare_stop = 1;
+	pthread_cond_signal(&w->spare_cond);
+	pthread_mutex_unlock(&w->spare_mu);
+	pthread_join(w->spare_thread, NULL);
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
+	unlinkat(w->dirfd, SPARE_NAME, 0);
+	pthread_mutex_destroy(&w->spare_mu);
+	pthread_cond_destroy(&w->spare_cond);
+	w->spare_started = 0;
 }
 
 /* Deletes segments [from, nsegs) and syncs the directory. */
@@ -860,6 +971,7 @@ int wal_open(const WalOptions *opt, uint64_t after_lsn, WalRecordFn fn, void *ct
 			set_why(why, why_len, "cannot prepare %s for appending: %s", w->dir, strerror(-rc));
 		goto fail;
 	}
+	spare_start(w);
 	*out = w;
 	return 0;
 fail:
@@ -872,6 +984,7 @@ void wal_close(Wal *w)
 {
 	if (!w)
 		return;
+	spare_stop(w);
 	if (w->fd >= 0)
 		close(w->fd);
 	if (w->dirfd >= 0)
