@@ -9,6 +9,7 @@
  *
  *   rg-bench --socket PATH [--connections 50] [--pipeline 1] [--duration 5]
  *            [--skus 1] [--threads 2] [--prefix bench] [--setup-only]
+ *            [--count N]   (stop after N reservations instead of after --duration)
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +33,7 @@ typedef struct Options {
 	const char *socket;
 	const char *prefix;
 	int connections, pipeline, duration_s, skus, threads, setup_only;
+	long count;          /* stop after this many reservations in all (0: by duration) */
 } Options;
 
 typedef struct BenchConn {
@@ -49,6 +51,8 @@ typedef struct Worker {
 	uint32_t *hist;
 	uint64_t ok, sold_out, busy, other;
 	int64_t stop_at_ns;
+	long quota;          /* reservations this worker sends (0: unlimited) */
+	long sent;
 } Worker;
 
 static void die(const char *what)
@@ -64,6 +68,9 @@ static void sku_name(const Options *opt, uint64_t n, char *out, size_t len)
 
 static void queue_reserve(Worker *w, BenchConn *c)
 {
+	if (w->quota && w->sent >= w->quota)
+		return;
+	w->sent++;
 	WireRequest req = { .op = WIRE_OP_RESERVE, .quantity = 1 };
 	char sku[80], session[64];
 	req.id = ++c->next_id;
@@ -134,7 +141,8 @@ static void *worker_main(void *arg)
 		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 	}
 	struct epoll_event events[64];
-	while (clock_mono_ns() < w->stop_at_ns) {
+	while (clock_mono_ns() < w->stop_at_ns &&
+	       !(w->quota && w->ok + w->sold_out + w->busy + w->other >= (uint64_t)w->quota)) {
 		int n = epoll_wait(ep, events, 64, 100);
 		for (int e = 0; e < n; e++) {
 			BenchConn *c = events[e].data.ptr;
@@ -193,22 +201,36 @@ static void ledger_stats(LedgerClient *c, WireResponse *out)
 	}
 }
 
+/* Creates (or tops up) the SKUs, 128 requests in flight at a time: one by
+ * one, a million SKUs would take a million fsyncs. */
 static void setup_skus(LedgerClient *c, const Options *opt)
 {
-	for (int k = 0; k < opt->skus; k++) {
-		WireRequest req = { .op = WIRE_OP_PUT_SKU };
-		WireResponse resp;
-		char sku[80];
-		sku_name(opt, (uint64_t)k, sku, sizeof(sku));
-		wire_set_str(req.sku, &req.sku_len, sku, strlen(sku), WIRE_SKU_MAX);
-		req.settings.fields = WIRE_SKU_HAS_STOCK | WIRE_SKU_HAS_TTL;
-		req.settings.stock = WIRE_STOCK_MAX;
-		req.settings.reservation_ttl_s = WIRE_TTL_MAX_S;
-		if (ledger_client_call(c, &req, &resp, 10000) != 0 ||
-		    (resp.status != WIRE_OK && resp.status != WIRE_CREATED)) {
-			fprintf(stderr, "rg-bench: cannot create %s\n", sku);
+	for (int k = 0; k < opt->skus;) {
+		int n = opt->skus - k < 128 ? opt->skus - k : 128;
+		for (int i = 0; i < n; i++) {
+			WireRequest req = { .op = WIRE_OP_PUT_SKU };
+			char sku[80];
+			sku_name(opt, (uint64_t)(k + i), sku, sizeof(sku));
+			wire_set_str(req.sku, &req.sku_len, sku, strlen(sku), WIRE_SKU_MAX);
+			req.settings.fields = WIRE_SKU_HAS_STOCK | WIRE_SKU_HAS_TTL;
+			req.settings.stock = WIRE_STOCK_MAX;
+			req.settings.reservation_ttl_s = WIRE_TTL_MAX_S;
+			ledger_client_send(c, &req);
+		}
+		if (ledger_client_flush(c) != 0) {
+			fprintf(stderr, "rg-bench: cannot send to the ledger\n");
 			exit(1);
 		}
+		for (int i = 0; i < n; i++) {
+			WireResponse resp;
+			if (ledger_client_recv(c, &resp, 30000) != 0 ||
+			    (resp.status != WIRE_OK && resp.status != WIRE_CREATED)) {
+				fprintf(stderr, "rg-bench: cannot create SKUs (%s)\n",
+					wire_status_name(resp.status));
+				exit(1);
+			}
+		}
+		k += n;
 	}
 }
 
@@ -236,6 +258,7 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "prefix", required_argument, NULL, 'x' },
 		{ "setup-only", no_argument, NULL, 'S' },
+		{ "count", required_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
@@ -249,9 +272,10 @@ int main(int argc, char **argv)
 		case 't': opt.threads = atoi(optarg); break;
 		case 'x': opt.prefix = optarg; break;
 		case 'S': opt.setup_only = 1; break;
+		case 'n': opt.count = atol(optarg); break;
 		default:
 			fprintf(stderr, "usage: rg-bench --socket PATH [--connections N] [--pipeline D] "
-					"[--duration S] [--skus K] [--threads T] [--prefix P] [--setup-only]\n");
+					"[--duration S] [--skus K] [--threads T] [--prefix P] [--setup-only] [--count N]\n");
 			return 2;
 		}
 	}
@@ -284,6 +308,7 @@ int main(int argc, char **argv)
 		w[i].conns = xcalloc((size_t)w[i].nconns, sizeof(BenchConn));
 		w[i].hist = xcalloc(HIST_US, sizeof(uint32_t));
 		w[i].stop_at_ns = start + (int64_t)opt.duration_s * 1000000000;
+		w[i].quota = opt.count ? opt.count / opt.threads + (i < opt.count % opt.threads) : 0;
 		pthread_create(&tid[i], NULL, worker_main, &w[i]);
 	}
 	uint64_t ok = 0, sold_out = 0, busy = 0, other = 0;
