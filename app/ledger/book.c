@@ -238,44 +238,19 @@ static int apply_sku_put(Book *b, const Record *rec)
 	return 0;
 }
 
-/* Replay and snapshot load only: gives the reservation of rec its key.
- * The live book let it take the key, so a reservation holding the key in the
- * index now was forgotten (after retention) before rec was decided; it is
- * back only because forgetting is not logged, and the next tick forgets it
- * again. One of this book hands the key over. One of another shard cannot be
- * touched from here: rec then goes without an entry rather than failing the
- * whole recovery. Returns -EBADMSG only when a live hold of this book has the
- * key, which no valid log produces. */
-static int replay_take_key(Book *b, const Record *rec, IdemEntry **out)
+/* Replay: whether rec's key is held by a live hold of this book, which no
+ * valid log produces. (Holders in other books cannot be inspected from here;
+ * idem_adopt settles those by age.) */
+static int key_held_by_live_hold(Book *b, const Record *rec)
 {
 	IdemSlot slot;
-
-	*out = NULL;
-	for (;;) {
-		idem_lock(b->idem, rec->session, rec->session_len, rec->idem_key, rec->idem_key_len,
-			  &slot);
-		IdemEntry *e = idem_find(&slot, rec->session, rec->session_len, rec->idem_key,
-					 rec->idem_key_len);
-		if (!e) {
-			*out = idem_insert(&slot, rec->sku, rec->sku_len, rec->session,
-					   rec->session_len, rec->idem_key, rec->idem_key_len,
-					   rec->quantity, &rec->id);
-			idem_unlock(&slot);
-			return 0;
-		}
-		Reservation *old = reservation_find(b, &e->reservation);
-		idem_unlock(&slot);
-		if (!old || old->idem != e) {
-			log_warn("replay: idempotency key of reservation in %.*s is held by another "
-				 "shard's forgotten reservation; continuing without it",
-				 rec->sku_len, rec->sku);
-			return 0;
-		}
-		if (old->state == WIRE_RES_RESERVED)
-			return -EBADMSG; /* the same key twice on live holds */
-		old->idem = NULL;
-		idem_remove(b->idem, e);
-	}
+	idem_lock(b->idem, rec->session, rec->session_len, rec->idem_key, rec->idem_key_len, &slot);
+	IdemEntry *held = idem_find(&slot, rec->session, rec->session_len, rec->idem_key,
+				    rec->idem_key_len);
+	Reservation *r = held ? reservation_find(b, &held->reservation) : NULL;
+	int live = r && r->idem == held && r->state == WIRE_RES_RESERVED;
+	idem_unlock(&slot);
+	return live;
 }
 
 /* slot: the idempotency stripe when the caller already holds it locked (a
@@ -288,19 +263,18 @@ static int apply_reserve(Book *b, const Record *rec, IdemSlot *slot)
 	    resid_route(&rec->id) != hash_route(rec->sku, rec->sku_len))
 		return -EBADMSG;
 
+	if (!slot && rec->idem_key_len && key_held_by_live_hold(b, rec))
+		return -EBADMSG; /* a key is only reused once its holder is forgotten */
+
 	IdemEntry *idem = NULL;
 	if (rec->idem_key_len) {
-		if (slot) {
-			rg_assert(!idem_find(slot, rec->session, rec->session_len, rec->idem_key,
-					     rec->idem_key_len));
-			idem = idem_insert(slot, rec->sku, rec->sku_len, rec->session,
-					   rec->session_len, rec->idem_key, rec->idem_key_len,
-					   rec->quantity, &rec->id);
-		} else {
-			int rc = replay_take_key(b, rec, &idem);
-			if (rc != 0)
-				return rc;
-		}
+		idem = idem_entry_new(rec->sku, rec->sku_len, rec->session, rec->session_len,
+				      rec->idem_key, rec->idem_key_len, rec->quantity, &rec->id,
+				      rec->at_ms);
+		if (slot) /* live: decide_reserve found the key free and holds its stripe */
+			idem_link(slot, idem);
+		else      /* replay: the newest holder of a key wins (idem.h, RECOVERY) */
+			idem_adopt(b->idem, idem);
 	}
 
 	Reservation *r = xmalloc(sizeof(*r));

@@ -31,6 +31,11 @@ static uint64_t idem_hash(const char *session, size_t session_len, const char *k
 	return h ^ (hash_bytes(key, key_len) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)) ^ key_len;
 }
 
+static unsigned stripe_of(uint64_t hash)
+{
+	return (unsigned)(hash >> 58) % IDEM_STRIPES;
+}
+
 IdemIndex *idem_new(void)
 {
 	IdemIndex *x = xcalloc(1, sizeof(*x));
@@ -59,7 +64,7 @@ void idem_lock(IdemIndex *x, const char *session, size_t session_len, const char
 {
 	slot->index = x;
 	slot->hash = idem_hash(session, session_len, key, key_len);
-	slot->stripe = (unsigned)(slot->hash >> 58) % IDEM_STRIPES;
+	slot->stripe = stripe_of(slot->hash);
 	pthread_mutex_lock(&x->stripe[slot->stripe].mu);
 }
 
@@ -81,30 +86,57 @@ IdemEntry *idem_find(IdemSlot *slot, const char *session, size_t session_len, co
 	return NULL;
 }
 
-IdemEntry *idem_insert(IdemSlot *slot, const char *sku, size_t sku_len, const char *session,
-		       size_t session_len, const char *key, size_t key_len, int32_t quantity,
-		       const ResId *reservation)
+IdemEntry *idem_entry_new(const char *sku, size_t sku_len, const char *session,
+			  size_t session_len, const char *key, size_t key_len, int32_t quantity,
+			  const ResId *reservation, int64_t created_ms)
 {
 	IdemEntry *e = xmalloc(sizeof(*e) + sku_len + session_len + key_len);
 	e->next = NULL;
-	e->hash = slot->hash;
+	e->hash = idem_hash(session, session_len, key, key_len);
 	e->reservation = *reservation;
+	e->created_ms = created_ms;
 	e->quantity = quantity;
+	e->in_index = 0;
 	e->sku_len = (uint8_t)sku_len;
 	e->session_len = (uint8_t)session_len;
 	e->key_len = (uint8_t)key_len;
 	memcpy(e->data, sku, sku_len);
 	memcpy(e->data + sku_len, session, session_len);
 	memcpy(e->data + sku_len + session_len, key, key_len);
-	htab_insert(&slot->index->stripe[slot->stripe].table, (HNode *)e);
 	return e;
+}
+
+void idem_link(IdemSlot *slot, IdemEntry *e)
+{
+	rg_assert(e->hash == slot->hash && !e->in_index);
+	htab_insert(&slot->index->stripe[slot->stripe].table, (HNode *)e);
+	e->in_index = 1;
+}
+
+void idem_adopt(IdemIndex *x, IdemEntry *e)
+{
+	IdemSlot slot;
+	const char *session = e->data + e->sku_len;
+
+	idem_lock(x, session, e->session_len, idem_entry_key(e), e->key_len, &slot);
+	IdemEntry *held = idem_find(&slot, session, e->session_len, idem_entry_key(e), e->key_len);
+	if (held && held->created_ms < e->created_ms) {
+		htab_remove(&x->stripe[slot.stripe].table, (HNode *)held);
+		held->in_index = 0;
+		held = NULL;
+	}
+	if (!held)
+		idem_link(&slot, e);
+	idem_unlock(&slot);
 }
 
 void idem_remove(IdemIndex *x, IdemEntry *e)
 {
-	unsigned stripe = (unsigned)(e->hash >> 58) % IDEM_STRIPES;
-	pthread_mutex_lock(&x->stripe[stripe].mu);
-	htab_remove(&x->stripe[stripe].table, (HNode *)e);
-	pthread_mutex_unlock(&x->stripe[stripe].mu);
+	if (e->in_index) {
+		unsigned stripe = stripe_of(e->hash);
+		pthread_mutex_lock(&x->stripe[stripe].mu);
+		htab_remove(&x->stripe[stripe].table, (HNode *)e);
+		pthread_mutex_unlock(&x->stripe[stripe].mu);
+	}
 	free(e);
 }
