@@ -207,7 +207,7 @@ void wire_set_str(char *dst, uint8_t *dst_len, const char *src, size_t len, size
 
 static const char *settings_invalid(const WireSkuSettings *s)
 {
-	if (s->fields & ~WIRE_SKU_HAS_ALL)
+	if (s->fields & ~(WIRE_SKU_HAS_ALL | WIRE_SKU_ONLY_IF_NEW))
 		return "put_sku: unknown field bits";
 	if ((s->fields & WIRE_SKU_HAS_STOCK) && !in_range(s->stock, 0, WIRE_STOCK_MAX))
 		return "put_sku: stock out of range";

@@ -33,7 +33,7 @@
  *                    resid, str8 session
  *   GET_SKU          str8 sku
  *   PUT_SKU          str8 sku, u8 fields (WIRE_SKU_HAS_* bits for the optional
- *                    settings), i64 stock, i64 price_cents, i32 per_session_limit,
+ *                    settings, plus WIRE_SKU_ONLY_IF_NEW), i64 stock, i64 price_cents, i32 per_session_limit,
  *                    i32 max_per_order, i32 reservation_ttl_s, str8 name
  *                    (absent settings are sent as 0 / empty and ignored)
  *
@@ -140,6 +140,9 @@ enum {
 	WIRE_SKU_HAS_TTL = 1 << 4,
 	WIRE_SKU_HAS_NAME = 1 << 5,
 	WIRE_SKU_HAS_ALL = (1 << 6) - 1,
+	/* Not a setting: create the SKU if it is unknown, else change nothing
+	 * (catalog adoption must never overwrite what the ledger sells). */
+	WIRE_SKU_ONLY_IF_NEW = 1 << 6,
 };
 
 typedef struct WireSkuSettings {

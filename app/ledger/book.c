@@ -579,6 +579,11 @@ static void decide_put_sku(Book *b, const WireRequest *q, int64_t now_ms, WireRe
 
 	WireSku now;
 	view_sku(s, &now);
+	if (q->settings.fields & WIRE_SKU_ONLY_IF_NEW) {
+		resp->status = WIRE_OK; /* known already: adoption changes nothing */
+		resp->u.sku = now;
+		return;
+	}
 	set->stock = now.stock;
 	set->price_cents = now.price_cents;
 	set->per_session_limit = now.per_session_limit;

@@ -158,6 +158,46 @@ static void stat_add(WireResponse *resp, const char *name, uint64_t value)
 	st->value = value;
 }
 
+/* Adds one shard's figures to the ledger's: counters add up, the worst
+ * fsync and the oldest write-behind backlog are maxima. */
+static void stats_add(ShardStats *sum, const ShardStats *one)
+{
+	const BookStats *b = &one->book;
+	sum->book.skus += b->skus;
+	sum->book.holds_active += b->holds_active;
+	sum->book.reservations_retained += b->reservations_retained;
+	sum->book.reserve_created += b->reserve_created;
+	sum->book.reserve_replayed += b->reserve_replayed;
+	sum->book.reserve_sold_out += b->reserve_sold_out;
+	sum->book.reserve_insufficient += b->reserve_insufficient;
+	sum->book.reserve_limit += b->reserve_limit;
+	sum->book.reserve_too_large += b->reserve_too_large;
+	sum->book.reserve_conflict += b->reserve_conflict;
+	sum->book.reserve_unknown_sku += b->reserve_unknown_sku;
+	sum->book.confirmed += b->confirmed;
+	sum->book.released += b->released;
+	sum->book.timed_out += b->timed_out;
+	sum->book.forgotten += b->forgotten;
+	sum->queue_len += one->queue_len;
+	sum->busy += one->busy;
+	sum->batches += one->batches;
+	sum->requests += one->requests;
+	sum->fsyncs += one->fsyncs;
+	sum->fsync_ns_total += one->fsync_ns_total;
+	if (one->fsync_ns_max > sum->fsync_ns_max)
+		sum->fsync_ns_max = one->fsync_ns_max;
+	sum->records += one->records;
+	sum->wal_bytes += one->wal_bytes;
+	sum->snapshots += one->snapshots;
+	sum->recovered_records += one->recovered_records;
+	sum->recovery_ms += one->recovery_ms;
+	sum->wb_lag_records += one->wb_lag_records;
+	if (one->wb_lag_ms > sum->wb_lag_ms)
+		sum->wb_lag_ms = one->wb_lag_ms;
+	sum->wb_connected += one->wb_connected;
+	sum->wb_errors += one->wb_errors;
+}
+
 static void answer_stats(Server *srv, Conn *c, const WireRequest *req)
 {
 	ShardStats sum = { 0 }, one;
@@ -165,12 +205,7 @@ static void answer_stats(Server *srv, Conn *c, const WireRequest *req)
 
 	for (unsigned i = 0; i < srv->nshards; i++) {
 		shard_stats(srv->shards[i], &one);
-		const uint64_t *from = (const uint64_t *)&one;
-		uint64_t *to = (uint64_t *)&sum;
-		/* Every field of ShardStats (and BookStats in it) is a uint64_t. */
-		for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
-			to[k] = k == offsetof(ShardStats, fsync_ns_max) / sizeof(uint64_t)
-				? (from[k] > to[k] ? from[k] : to[k]) : to[k] + from[k];
+		stats_add(&sum, &one);
 	}
 	for (int i = 0; i < srv->cfg.max_connections; i++)
 		connections += srv->conns[i].fd >= 0;
@@ -207,6 +242,10 @@ static void answer_stats(Server *srv, Conn *c, const WireRequest *req)
 	stat_add(&resp, "snapshots", sum.snapshots);
 	stat_add(&resp, "recovered_records", sum.recovered_records);
 	stat_add(&resp, "recovery_ms", sum.recovery_ms);
+	stat_add(&resp, "writebehind_lag_records", sum.wb_lag_records);
+	stat_add(&resp, "writebehind_lag_ms", sum.wb_lag_ms);
+	stat_add(&resp, "writebehind_connected_shards", sum.wb_connected);
+	stat_add(&resp, "writebehind_errors", sum.wb_errors);
 	conn_reply(srv, c, &resp);
 }
 

@@ -68,7 +68,10 @@ struct Shard {
 	int snap_exit;
 	uint64_t durable_lsn;      /* the last LSN the syncer made durable */
 	uint64_t older_snapshot_lsn; /* the snapshot before the newest */
-	uint64_t deletable_lsn;    /* the syncer may delete WAL segments through this */
+	uint64_t deletable_lsn;    /* a snapshot covers the WAL through this */
+	uint64_t deleted_lsn;      /* the syncer deleted segments through this */
+	pthread_cond_t durable_cond; /* the write-behind waits for durable_lsn here */
+	int writebehind;           /* deletion also waits for PostgreSQL */
 
 	/* Shard thread only. */
 	ShardRequest *work;        /* the inbox array it swapped out */
@@ -134,6 +137,7 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	snap = NULL;
 	s->older_snapshot_lsn = snap_lsn;
 	s->deletable_lsn = 0;
+	s->deleted_lsn = 0;
 
 	WalOptions opt = { .dir = cfg->dir, .segment_size = cfg->wal_segment_size,
 			   .allow_corruption = cfg->allow_wal_corruption };
@@ -167,6 +171,7 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	pthread_cond_init(&s->work_cond, NULL);
 	pthread_cond_init(&s->sync_cond, NULL);
 	pthread_cond_init(&s->snap_cond, NULL);
+	pthread_cond_init(&s->durable_cond, NULL);
 	buf_init(&s->snap_buf, 0);
 	s->inbox = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
 	s->work = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
@@ -199,6 +204,8 @@ static void emit_record(void *ctx, const Record *rec)
 
 static void batch_add_reply(Batch *b, uint64_t conn, const WireResponse *resp)
 {
+	if (conn == SHARD_CONN_NONE)
+		return;
 	size_t offset = b->out.len;
 	wire_encode_response(&b->out, resp);
 	if (b->n == b->cap) {
@@ -387,8 +394,15 @@ static void sync_batch(Shard *s, Batch *b)
 	s->durable_lsn += b->records;
 	if (s->snap_queued && s->durable_lsn >= s->snap_lsn)
 		pthread_cond_signal(&s->snap_cond);
+	if (b->records)
+		pthread_cond_broadcast(&s->durable_cond);
 	uint64_t deletable = s->deletable_lsn;
-	s->deletable_lsn = 0;
+	if (s->writebehind && s->stats.wb_applied_lsn < deletable)
+		deletable = s->stats.wb_applied_lsn;
+	if (deletable <= s->deleted_lsn)
+		deletable = 0;
+	else
+		s->deleted_lsn = deletable;
 	ShardStats *st = &s->stats;
 	st->batches++;
 	st->requests += b->n;
@@ -535,6 +549,7 @@ void shard_close(Shard *s)
 	buf_free(&s->scratch);
 	buf_free(&s->snap_buf);
 	pthread_cond_destroy(&s->snap_cond);
+	pthread_cond_destroy(&s->durable_cond);
 	free(s->inbox);
 	free(s->work);
 	pthread_mutex_destroy(&s->mu);
@@ -548,5 +563,36 @@ void shard_stats(Shard *s, ShardStats *out)
 	pthread_mutex_lock(&s->mu);
 	*out = s->stats;
 	out->queue_len = s->inbox_len;
+	pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t shard_wait_durable(Shard *s, uint64_t after, int timeout_ms)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->durable_lsn <= after && !s->stopping) {
+		struct timespec ts = deadline_in_ms(timeout_ms);
+		pthread_cond_timedwait(&s->durable_cond, &s->mu, &ts);
+	}
+	uint64_t lsn = s->durable_lsn;
+	pthread_mutex_unlock(&s->mu);
+	return lsn;
+}
+
+void shard_enable_writebehind(Shard *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->writebehind = 1;
+	pthread_mutex_unlock(&s->mu);
+}
+
+void shard_report_writebehind(Shard *s, uint64_t applied_lsn, uint64_t lag_ms, int connected,
+			      uint64_t errors)
+{
+	pthread_mutex_lock(&s->mu);
+	s->stats.wb_applied_lsn = applied_lsn;
+	s->stats.wb_lag_records = s->durable_lsn > applied_lsn ? s->durable_lsn - applied_lsn : 0;
+	s->stats.wb_lag_ms = lag_ms;
+	s->stats.wb_connected = (uint64_t)connected;
+	s->stats.wb_errors = errors;
 	pthread_mutex_unlock(&s->mu);
 }

@@ -38,6 +38,10 @@ typedef struct ShardConfig {
 	BookConfig book;
 } ShardConfig;
 
+/* The conn of a request that wants no answer (the ledger's own requests,
+ * such as catalog adoption). */
+#define SHARD_CONN_NONE UINT64_MAX
+
 /* One answer in a released batch: which connection, and where its encoded
  * frame sits in the batch's data. */
 typedef struct ShardReply {
@@ -65,6 +69,12 @@ typedef struct ShardStats {
 	uint64_t last_lsn;
 	uint64_t recovered_records;
 	uint64_t recovery_ms;
+	/* write-behind (0 when it is off) */
+	uint64_t wb_applied_lsn;        /* the last LSN PostgreSQL has */
+	uint64_t wb_lag_records;        /* durable but not yet in PostgreSQL */
+	uint64_t wb_lag_ms;             /* age of the oldest record not yet in PostgreSQL */
+	uint64_t wb_connected;          /* 1 while its connection works */
+	uint64_t wb_errors;             /* failed transactions and connections */
 } ShardStats;
 
 /* Recovers the shard from cfg->dir (newest snapshot, then the WAL after it).
@@ -85,5 +95,16 @@ void shard_stop(Shard *s);
 void shard_close(Shard *s);
 
 void shard_stats(Shard *s, ShardStats *out);
+
+/* For the write-behind (its own thread). Waits at most timeout_ms until
+ * records after `after` are durable; returns the last durable LSN. */
+uint64_t shard_wait_durable(Shard *s, uint64_t after, int timeout_ms);
+
+/* Write-behind progress. Once enable_writebehind was called, WAL segments
+ * are deleted only when both a snapshot and PostgreSQL (applied_lsn) cover
+ * them, so the backlog of an outage waits in the WAL. */
+void shard_enable_writebehind(Shard *s);
+void shard_report_writebehind(Shard *s, uint64_t applied_lsn, uint64_t lag_ms, int connected,
+			      uint64_t errors);
 
 #endif

@@ -1088,3 +1088,184 @@ int wal_delete_through(Wal *w, uint64_t lsn)
 	}
 	return (int)n;
 }
+
+/* ---- the reader ---------------------------------------------------------------
+ *
+ * It keeps a chunk of the current segment in memory. Bytes past the durable
+ * point may be read into that chunk before the shard has written them (as
+ * zeros, or half a batch), so a record that looks missing or damaged in the
+ * chunk is read again from the file before anything is concluded. */
+
+#define READER_CHUNK ((size_t)256 << 10)
+
+_Static_assert(READER_CHUNK >= WAL_RECORD_HEADER_LEN + WAL_RECORD_PAYLOAD_MAX,
+	       "a reader chunk must hold the largest record");
+
+struct WalReader {
+	int dirfd;
+	int fd;               /* the current segment, -1 before the first */
+	size_t seg_size;
+	size_t off;           /* file offset of the next record */
+	uint64_t next_lsn;    /* the LSN the next record carries */
+	uint64_t skip_until;  /* records below this are passed over, not returned */
+	uint8_t *buf;         /* file bytes [buf_off, buf_off + buf_len) */
+	size_t buf_off, buf_len;
+};
+
+static int reader_open_segment(WalReader *r, uint64_t lsn)
+{
+	char name[SEG_NAME_LEN + 1];
+	struct stat sb;
+
+	seg_name(name, lsn);
+	int fd = openat(r->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = fd;
+	r->seg_size = (size_t)sb.st_size;
+	r->off = 0;
+	r->next_lsn = lsn;
+	r->buf_len = 0;
+	return 0;
+}
+
+/* Makes at least `need` bytes at r->off available (fewer only at the end of
+ * the segment), from the chunk unless fresh, else from the file. */
+static int reader_fill(WalReader *r, size_t need, int fresh, const uint8_t **p, size_t *avail)
+{
+	if (!fresh && r->off >= r->buf_off && r->off + need <= r->buf_off + r->buf_len) {
+		*p = r->buf + (r->off - r->buf_off);
+		*avail = r->buf_off + r->buf_len - r->off;
+		return 0;
+	}
+	size_t want = READER_CHUNK;
+	if (r->off + want > r->seg_size)
+		want = r->seg_size > r->off ? r->seg_size - r->off : 0;
+	int rc = pread_all(r->fd, r->buf, want, (off_t)r->off);
+	if (rc < 0)
+		return rc;
+	r->buf_off = r->off;
+	r->buf_len = want;
+	*p = r->buf;
+	*avail = want;
+	return 0;
+}
+
+int wal_reader_open(const char *dir, uint64_t from_lsn, WalReader **out)
+{
+	WalReader *r = xcalloc(1, sizeof(*r));
+	uint64_t best = 0;
+	int found = 0, rc;
+
+	r->fd = -1;
+	r->dirfd = -1;
+	r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->dirfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	/* The segment holding from_lsn: the last one named at or below it. */
+	DIR *d = fdopendir(dup(r->dirfd));
+	if (!d) {
+		rc = -errno;
+		goto fail;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		uint64_t lsn;
+		if (seg_name_parse(de->d_name, &lsn) && lsn <= from_lsn && (!found || lsn > best)) {
+			best = lsn;
+			found = 1;
+		}
+	}
+	closedir(d);
+	if (!found) {
+		rc = -ENOENT;
+		goto fail;
+	}
+	r->buf = xmalloc(READER_CHUNK);
+	rc = reader_open_segment(r, best);
+	if (rc < 0)
+		goto fail;
+	r->skip_until = from_lsn;
+	*out = r;
+	return 0;
+fail:
+	wal_reader_close(r);
+	return rc;
+}
+
+int wal_reader_next(WalReader *r, uint64_t upto, uint64_t *lsn, const uint8_t **payload, size_t *len)
+{
+	for (;;) {
+		const uint8_t *p;
+		size_t avail, total;
+		uint64_t got;
+		int rc;
+
+		if (r->next_lsn > upto)
+			return 0;
+		/* The record is durable, so it is here or, when its batch did not
+		 * fit, at the start of the segment named after it. */
+		int fresh = 0;
+		for (;;) {
+			rc = reader_fill(r, WAL_RECORD_HEADER_LEN, fresh, &p, &avail);
+			if (rc < 0)
+				return rc;
+			if (avail >= WAL_RECORD_HEADER_LEN && !is_zero(p, WAL_RECORD_HEADER_LEN))
+				break;
+			if (!fresh) {
+				fresh = 1;
+				continue;
+			}
+			rc = reader_open_segment(r, r->next_lsn);
+			if (rc == -ENOENT)
+				return -EBADMSG; /* durable, yet nowhere */
+			if (rc < 0)
+				return rc;
+			fresh = 0;
+		}
+		uint32_t plen = get_u32le(p + 4);
+		size_t need = WAL_RECORD_HEADER_LEN + pad8(plen > WAL_RECORD_PAYLOAD_MAX ? 0 : plen);
+		rc = reader_fill(r, need, 0, &p, &avail);
+		if (rc < 0)
+			return rc;
+		if (!rec_valid(p, avail, &got, &total) || got != r->next_lsn) {
+			rc = reader_fill(r, need, 1, &p, &avail); /* maybe read before it was written */
+			if (rc < 0)
+				return rc;
+			if (!rec_valid(p, avail, &got, &total) || got != r->next_lsn) {
+				log_error("wal reader: record %" PRIu64 " at offset %zu is damaged",
+					  r->next_lsn, r->off);
+				return -EBADMSG;
+			}
+		}
+		r->off += total;
+		r->next_lsn++;
+		if (got < r->skip_until)
+			continue;
+		*lsn = got;
+		*payload = p + WAL_RECORD_HEADER_LEN;
+		*len = get_u32le(p + 4);
+		return 1;
+	}
+}
+
+void wal_reader_close(WalReader *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->dirfd >= 0)
+		close(r->dirfd);
+	free(r->buf);
+	free(r);
+}

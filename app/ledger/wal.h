@@ -66,4 +66,26 @@ int wal_sync(Wal *w) __attribute__((warn_unused_result));
  * deleted or a negative errno. */
 int wal_delete_through(Wal *w, uint64_t lsn);
 
+/* ---- reading a live log: for the write-behind ------------------------------
+ *
+ * A WalReader follows one shard's segment files from an LSN onwards with its
+ * own file descriptors, while the shard keeps appending. It returns only
+ * records at or below an LSN the caller knows to be durable, so it never sees
+ * a torn batch; a record there that fails its checks is real damage. Segments
+ * are deleted only behind the write-behind (shard.h), so the files it needs
+ * stay. Used by one thread. */
+typedef struct WalReader WalReader;
+
+/* Positions at the first record with lsn >= from_lsn. Returns 0, or -ENOENT
+ * when the log no longer holds from_lsn (deleted), or another negative errno. */
+int wal_reader_open(const char *dir, uint64_t from_lsn, WalReader **out)
+	__attribute__((warn_unused_result));
+/* The next record if its LSN is <= upto: returns 1 and sets *lsn, *payload
+ * and *len (borrowed until the next call); 0 when the next record is above
+ * upto (or not written yet); -EBADMSG on a damaged record at or below upto;
+ * another negative errno on I/O errors. */
+int wal_reader_next(WalReader *r, uint64_t upto, uint64_t *lsn, const uint8_t **payload,
+		    size_t *len) __attribute__((warn_unused_result));
+void wal_reader_close(WalReader *r);
+
 #endif

@@ -611,6 +611,26 @@ static void test_put_sku_update(void)
 	fx_close(&f);
 }
 
+/* Catalog adoption: ONLY_IF_NEW creates an unknown SKU, and leaves a known
+ * one exactly as the ledger has it (no record, stock untouched). */
+static void test_put_sku_only_if_new(void)
+{
+	Fx f;
+	BookConfig cfg = default_cfg();
+	WireResponse r;
+
+	fx_open(&f, &cfg, NULL);
+	const uint8_t adopt = WIRE_SKU_HAS_STOCK | WIRE_SKU_HAS_NAME | WIRE_SKU_ONLY_IF_NEW;
+	CHECK_EQ_INT(put_sku(&f, "A", adopt, 7, 0, 0, 0, 0, "Adopted", &r), WIRE_CREATED);
+	CHECK_EQ_INT(r.u.sku.stock, 7);
+	size_t n = f.sink.count;
+	CHECK_EQ_INT(put_sku(&f, "A", adopt, 99, 0, 0, 0, 0, "Other", &r), WIRE_OK);
+	CHECK_EQ_INT(r.u.sku.stock, 7);
+	check_cstr(r.u.sku.name, r.u.sku.name_len, "Adopted");
+	CHECK_EQ_INT(f.sink.count - n, 0);
+	fx_close(&f);
+}
+
 static void test_get_sku(void)
 {
 	Fx f;
@@ -2357,6 +2377,7 @@ int main(void)
 {
 	test_put_sku_create();
 	test_put_sku_update();
+	test_put_sku_only_if_new();
 	test_get_sku();
 	test_reserve_created();
 	test_reserve_sold_out();

@@ -370,6 +370,83 @@ static void test_rotation(void)
 	remove_dir(dir);
 }
 
+/* Reads every record back while appending continues, across rotations:
+ * returns exactly the records up to the durable LSN, in order, never more;
+ * starts mid-log; says -ENOENT for an LSN whose segment was deleted; and
+ * reports a damaged durable record as -EBADMSG. */
+static void check_read(WalReader *r, uint64_t upto, uint64_t *expect)
+{
+	uint64_t lsn;
+	const uint8_t *p;
+	size_t len;
+	uint8_t want[WAL_RECORD_PAYLOAD_MAX];
+	int rc;
+
+	while ((rc = wal_reader_next(r, upto, &lsn, &p, &len)) == 1) {
+		CHECK_EQ_INT(lsn, *expect);
+		payload_fill(lsn, want, payload_len(lsn));
+		CHECK(len == payload_len(lsn) && memcmp(p, want, len) == 0);
+		(*expect)++;
+	}
+	CHECK_EQ_INT(rc, 0);
+	CHECK_EQ_INT(*expect, upto + 1);
+}
+
+static void test_reader_follows_log(void)
+{
+	char dir[512];
+	WalOptions o;
+	WalRecoveryStats st;
+	Got g;
+	WalReader *r, *mid;
+	uint64_t expect = 1, expect_mid = 777;
+
+	case_dir(dir, sizeof(dir), "reader");
+	o = opts(dir, MIB);
+	Wal *w = open_ok(&o, 0, &g, &st);
+	append(w, 10, 10, MIB);
+	REQUIRE(wal_reader_open(dir, 1, &r) == 0);
+	check_read(r, 10, &expect);
+	for (int round = 0; round < 40; round++) {
+		append(w, 1000 + (uint64_t)round * 37, 700, MIB); /* rotates every few rounds */
+		uint64_t durable = wal_next_lsn(w) - 1;
+		check_read(r, durable - 5, &expect);              /* a little behind */
+		check_read(r, durable, &expect);
+		if (round == 3)
+			REQUIRE(wal_reader_open(dir, expect_mid, &mid) == 0);
+		if (round >= 3)
+			check_read(mid, durable, &expect_mid);
+	}
+	wal_reader_close(mid);
+
+	/* Segments deleted behind the reader: it keeps going; a new reader
+	 * cannot start before the oldest remaining segment. */
+	uint64_t last = wal_next_lsn(w) - 1;
+	CHECK(wal_delete_through(w, last - 100) > 0);
+	append(w, 50, 50, MIB);
+	check_read(r, last + 50, &expect);
+	CHECK_EQ_INT(wal_reader_open(dir, 1, &mid), -ENOENT);
+	wal_reader_close(r);
+
+	/* A damaged durable record. */
+	REQUIRE(wal_reader_open(dir, last + 1, &r) == 0);
+	wal_close(w);
+	uint64_t segs[64];
+	int n = seg_names(dir, segs, 64);
+	char path[600];
+	seg_path(path, sizeof(path), dir, segs[n - 1]);
+	flip_bit(path, WAL_RECORD_HEADER_LEN + 1, 3); /* the first record's payload */
+	uint64_t lsn;
+	const uint8_t *p;
+	size_t len;
+	int rc;
+	while ((rc = wal_reader_next(r, last + 50, &lsn, &p, &len)) == 1)
+		;
+	CHECK_EQ_INT(rc, -EBADMSG);
+	wal_reader_close(r);
+	remove_dir(dir);
+}
+
 /* Cuts the log at every byte offset inside its last three records, by
  * truncating the file (mode 0) or zeroing the tail (mode 1), and recovers. */
 static void test_torn_tail_every_offset(void)
@@ -807,6 +884,7 @@ int main(void)
 	test_roundtrip();
 	test_callback_stop();
 	test_rotation();
+	test_reader_follows_log();
 	test_torn_tail_every_offset();
 	test_bit_flips();
 	test_corruption_in_older_segment();
