@@ -30,6 +30,22 @@ typedef struct Config {
 	int default_reservation_ttl_s;      /* for SKUs created without reservation_ttl_s */
 	int default_max_per_order;
 	int default_per_session_limit;      /* 0 = no limit */
+	/* FastCGI front (rg-fcgi) */
+	char fcgi_listen[CFG_PATH_MAX];     /* "unix:PATH" | "tcp:HOST:PORT"; "" = fd 0 from the web server */
+	int fcgi_workers;                   /* prefork worker processes */
+	char api_prefix[64];                /* stripped from REQUEST_URI when PATH_INFO is empty */
+	int request_body_max;               /* bytes */
+	int json_depth_max;                 /* nesting of JSON request bodies */
+	char admin_token[256];              /* "" = the admin API always answers 401 */
+	char cors_allowed_origins[1024];    /* comma-separated exact origins, or "*" */
+	int ledger_timeout_ms;              /* per ledger round trip */
+	int ledger_retry_after_s;           /* Retry-After of 503 answers */
+	char metrics_file[CFG_PATH_MAX];    /* shared counters of all workers ("" = per master) */
+	char botcheck_mode[16];             /* off | hmac | turnstile (checked by rg-fcgi) */
+	char botcheck_secret[256];
+	int botcheck_max_age_s;
+	char turnstile_url[512];
+	int turnstile_timeout_ms;
 	char log_level[16];
 } Config;
 
