@@ -43,7 +43,9 @@ typedef struct Conn {
 	Buf out, in;
 	int buyer;            /* the buyer whose request is in flight, -1: idle */
 	int confirming;       /* the request in flight is a confirm */
+	char id[64];          /* its reservation, when confirming */
 	int64_t sent_ns;
+	int retries;          /* reconnects for the request in flight */
 } Conn;
 
 typedef struct Tally {
@@ -213,8 +215,8 @@ static void queue_buyer(Conn *c, const Options *o, int buyer)
 {
 	char body[256];
 	snprintf(body, sizeof(body),
-		 "{\"sku\":\"%s-%d\",\"quantity\":1,\"session\":\"buyer-%d\",\"idempotency_key\":\"k-%d\"}",
-		 o->prefix, sku_of(buyer, o->skus), buyer, buyer);
+		 "{\"sku\":\"%s-%d\",\"quantity\":1,\"session\":\"%s-buyer-%d\",\"idempotency_key\":\"k-%d\"}",
+		 o->prefix, sku_of(buyer, o->skus), o->prefix, buyer, buyer);
 	put_request(&c->out, o, "POST", "/v1/reservations", NULL, body);
 	c->buyer = buyer;
 	c->confirming = 0;
@@ -225,10 +227,11 @@ static void queue_confirm(Conn *c, const Options *o, int buyer, const char *rese
 {
 	char path[128], body[96];
 	snprintf(path, sizeof(path), "/v1/reservations/%s/confirm", reservation_id);
-	snprintf(body, sizeof(body), "{\"session\":\"buyer-%d\"}", buyer);
+	snprintf(body, sizeof(body), "{\"session\":\"%s-buyer-%d\"}", o->prefix, buyer);
 	put_request(&c->out, o, "POST", path, NULL, body);
 	c->buyer = buyer;
 	c->confirming = 1;
+	snprintf(c->id, sizeof(c->id), "%s", reservation_id);
 	c->sent_ns = clock_mono_ns();
 }
 
@@ -343,9 +346,32 @@ int main(int argc, char **argv)
 			buf_reserve(&c->in, 8192);
 			ssize_t got = read(c->fd, c->in.data + c->in.len, 8192);
 			if (got <= 0) {
-				fprintf(stderr, "\nrg-drill: the server closed a connection\n");
-				return 2;
+				/* A server may close a keep-alive connection at any time
+				 * (request caps, restarts): reconnect and ask again. Both
+				 * requests are safe to repeat — a reservation carries its
+				 * idempotency key, and confirming twice is 200. */
+				if (++c->retries > 5) {
+					fprintf(stderr, "\nrg-drill: the server keeps closing connections\n");
+					return 2;
+				}
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+				close(c->fd);
+				c->fd = connect_to(&o);
+				buf_reset(&c->in);
+				buf_reset(&c->out);
+				if (c->confirming) {
+					char again[64];
+					snprintf(again, sizeof(again), "%s", c->id);
+					queue_confirm(c, &o, c->buyer, again);
+				} else {
+					queue_buyer(c, &o, c->buyer);
+				}
+				flush_out(c);
+				struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+				epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+				continue;
 			}
+			c->retries = 0;
 			c->in.len += (size_t)got;
 			int status;
 			const char *body;
@@ -373,7 +399,7 @@ int main(int argc, char **argv)
 				} else {
 					t.confirm_failed++;
 				}
-			} else if (status == 201) {
+			} else if (status == 201 || status == 200) { /* 200: a retry's replay */
 				t.created++;
 				t.created_per_sku[k]++;
 				const char *p = strstr(text, "\"reservation_id\":\"");
