@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/crc32c.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/xmalloc.h"
 
@@ -44,71 +45,8 @@ static void snap_tmp_name(char out[SNAP_TMP_NAME_LEN + 1], uint64_t lsn)
 /* Parses "snap-<16 lowercase hex><suffix>" exactly; returns 1 on a match. */
 static int snap_name_parse(const char *name, const char *suffix, uint64_t *lsn)
 {
-	size_t slen = strlen(suffix);
-	uint64_t v = 0;
-
-	if (strlen(name) != 21 + slen || memcmp(name, "snap-", 5) != 0 || strcmp(name + 21, suffix) != 0)
-		return 0;
-	for (int i = 5; i < 21; i++) {
-		char c = name[i];
-		if (c >= '0' && c <= '9')
-			v = v << 4 | (uint64_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v = v << 4 | (uint64_t)(c - 'a' + 10);
-		else
-			return 0;
-	}
-	*lsn = v;
-	return 1;
-}
-
-static int write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes; -EIO if the file ends first. */
-static int read_all(int fd, void *data, size_t len)
-{
-	uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t n = read(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* fsync retried only on EINTR: see sync_data in wal.c. */
-static int sync_fd(int fd)
-{
-	while (fsync(fd) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
+	return strlen(name) == 21 + strlen(suffix) && memcmp(name, "snap-", 5) == 0 &&
+	       strcmp(name + 21, suffix) == 0 && fileio_parse_hex16(name + 5, lsn);
 }
 
 static int u64_desc(const void *a, const void *b)
@@ -209,11 +147,11 @@ int snapshot_write(const char *dir, uint64_t lsn, const void *data, size_t len, 
 		rc = -errno;
 		goto fail;
 	}
-	rc = write_all(fd, hdr, sizeof(hdr));
+	rc = fileio_write_all(fd, hdr, sizeof(hdr));
 	if (rc == 0)
-		rc = write_all(fd, data, len);
+		rc = fileio_write_all(fd, data, len);
 	if (rc == 0)
-		rc = sync_fd(fd);
+		rc = fileio_fsync(fd);
 	if (rc < 0)
 		goto fail;
 	if (close(fd) < 0) {
@@ -226,7 +164,7 @@ int snapshot_write(const char *dir, uint64_t lsn, const void *data, size_t len, 
 		rc = -errno;
 		goto fail;
 	}
-	rc = sync_fd(dirfd);
+	rc = fileio_fsync(dirfd);
 	if (rc < 0) {
 		log_error("snapshot: fsync of %s failed: %s", dir, strerror(-rc));
 		close(dirfd);
@@ -236,7 +174,7 @@ int snapshot_write(const char *dir, uint64_t lsn, const void *data, size_t len, 
 	 * failure here is logged and reported but deletes nothing it should not. */
 	rc = snap_prune(dir, dirfd, keep);
 	if (rc == 0)
-		rc = sync_fd(dirfd);
+		rc = fileio_fsync(dirfd);
 	if (rc < 0)
 		log_error("snapshot: cannot prune old snapshots in %s: %s", dir, strerror(-rc));
 	close(dirfd);
@@ -273,7 +211,7 @@ static int snap_load(const char *dir, int dirfd, uint64_t lsn, uint8_t **data, s
 	rc = -EBADMSG;
 	if (sb.st_size < SNAP_HEADER_LEN)
 		goto fail;
-	rc = read_all(fd, hdr, sizeof(hdr));
+	rc = fileio_read_all(fd, hdr, sizeof(hdr));
 	if (rc < 0)
 		goto fail;
 	rc = -EBADMSG;
@@ -291,7 +229,7 @@ static int snap_load(const char *dir, int dirfd, uint64_t lsn, uint8_t **data, s
 	if (plen != (uint64_t)sb.st_size - SNAP_HEADER_LEN)
 		goto fail;
 	payload = xmalloc((size_t)plen);
-	rc = read_all(fd, payload, (size_t)plen);
+	rc = fileio_read_all(fd, payload, (size_t)plen);
 	if (rc < 0)
 		goto fail;
 	rc = -EBADMSG;

@@ -117,6 +117,7 @@
 #include <unistd.h>
 
 #include "common/crc32c.h"
+#include "common/fileio.h"
 #include "common/log.h"
 #include "common/xmalloc.h"
 
@@ -166,22 +167,8 @@ static void seg_name(char out[SEG_NAME_LEN + 1], uint64_t lsn)
 /* Parses "wal-<16 lowercase hex>.seg"; returns 1 and sets *lsn on a match. */
 static int seg_name_parse(const char *name, uint64_t *lsn)
 {
-	uint64_t v = 0;
-
-	if (strlen(name) != SEG_NAME_LEN || memcmp(name, "wal-", 4) != 0 ||
-	    strcmp(name + 20, ".seg") != 0)
-		return 0;
-	for (int i = 4; i < 20; i++) {
-		char c = name[i];
-		if (c >= '0' && c <= '9')
-			v = v << 4 | (uint64_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v = v << 4 | (uint64_t)(c - 'a' + 10);
-		else
-			return 0;
-	}
-	*lsn = v;
-	return 1;
+	return strlen(name) == SEG_NAME_LEN && memcmp(name, "wal-", 4) == 0 &&
+	       strcmp(name + 20, ".seg") == 0 && fileio_parse_hex16(name + 4, lsn);
 }
 
 static __attribute__((format(printf, 3, 4)))
@@ -196,73 +183,12 @@ void set_why(char *why, size_t why_len, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int pwrite_all(int fd, const void *data, size_t len, off_t off)
-{
-	const uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
-static int pread_all(int fd, void *data, size_t len, off_t off)
-{
-	uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;     /* the file shrank under us: we hold the lock, so it is damage */
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
-/* fdatasync, retried only on EINTR (the sync did not happen); any other
- * failure is final: after a failed fsync the page cache may have dropped the
- * dirty pages, so a retry could falsely succeed (PostgreSQL fsyncgate). */
-static int sync_data(int fd)
-{
-	while (fdatasync(fd) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
-}
-
-static int sync_dir(int dirfd)
-{
-	while (fsync(dirfd) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
-}
-
 /* Writes zeros over [from, to) in large chunks. */
 static int zero_range(int fd, size_t from, size_t to)
 {
 	while (from < to) {
 		size_t n = to - from < ZERO_CHUNK ? to - from : ZERO_CHUNK;
-		int rc = pwrite_all(fd, zeros, n, (off_t)from);
+		int rc = fileio_pwrite_all(fd, zeros, n, (off_t)from);
 		if (rc < 0)
 			return rc;
 		from += n;
@@ -286,7 +212,7 @@ static int prealloc(int fd, size_t from, size_t to)
 	rc = zero_range(fd, from, to);
 	if (rc < 0)
 		return rc;
-	return sync_data(fd);
+	return fileio_fdatasync(fd);
 }
 
 static void segs_push(Wal *w, uint64_t lsn)
@@ -362,7 +288,7 @@ static int seg_create(Wal *w, uint64_t lsn, int *out)
 	}
 	rc = prealloc(fd, 0, w->segment_size);
 	if (rc == 0)
-		rc = sync_dir(w->dirfd);
+		rc = fileio_fsync(w->dirfd);
 	if (rc < 0) {
 		log_error("wal: cannot preallocate %s/%s: %s", w->dir, name, strerror(-rc));
 		close(fd);
@@ -389,7 +315,7 @@ static int spare_take(Wal *w, uint64_t lsn)
 	fd = w->spare_fd;
 	if (fd >= 0) {
 		w->spare_fd = -1;
-		if (renameat(w->dirfd, SPARE_NAME, w->dirfd, name) < 0 || sync_dir(w->dirfd) < 0) {
+		if (renameat(w->dirfd, SPARE_NAME, w->dirfd, name) < 0 || fileio_fsync(w->dirfd) < 0) {
 			log_warn("wal: cannot use the spare segment in %s: %s", w->dir, strerror(errno));
 			close(fd);
 			unlinkat(w->dirfd, name, 0);
@@ -494,7 +420,7 @@ static int seg_unlink_from(Wal *w, size_t from)
 		}
 		w->nsegs--;
 	}
-	return sync_dir(w->dirfd);
+	return fileio_fsync(w->dirfd);
 }
 
 void wal_frame(Buf *batch, uint64_t lsn, const void *payload, size_t len)
@@ -627,7 +553,7 @@ static int seg_read(Recovery *r, size_t i, size_t *size)
 		r->buf = xmalloc(*size);
 		r->buf_cap = *size;
 	}
-	rc = pread_all(fd, r->buf, file_size, 0);
+	rc = fileio_pread_all(fd, r->buf, file_size, 0);
 	if (rc < 0)
 		goto fail;
 	memset(r->buf + file_size, 0, *size - file_size);
@@ -655,7 +581,7 @@ static int seg_zero_tail(Recovery *r, size_t i, size_t from, size_t to)
 	}
 	rc = zero_range(fd, from, to);
 	if (rc == 0)
-		rc = sync_data(fd);
+		rc = fileio_fdatasync(fd);
 	close(fd);
 	if (rc == 0)
 		return 0;
@@ -841,7 +767,7 @@ static int recover_tail(Recovery *r, uint64_t next_lsn)
 	/* The records just replayed may sit only in the page cache (the last
 	 * process died before its fdatasync); the shard will act on them, so
 	 * they must be durable before anything else happens. */
-	rc = sync_data(w->fd);
+	rc = fileio_fdatasync(w->fd);
 	if (rc < 0)
 		goto fail;
 	if (s->end > 0 && r->last_lsn + 1 != next_lsn) {
@@ -882,7 +808,7 @@ static int dir_open(Wal *w, char *why, size_t why_len)
 		else
 			*slash = '\0';
 		int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		rc = pfd < 0 ? -errno : sync_dir(pfd);
+		rc = pfd < 0 ? -errno : fileio_fsync(pfd);
 		if (pfd >= 0)
 			close(pfd);
 		free(parent);
@@ -1025,7 +951,7 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 	if (w->off + len > w->seg_size) {
 		/* The old segment must be durable before a successor exists:
 		 * recovery treats damage in a non-last segment as corruption. */
-		rc = sync_data(w->fd);
+		rc = fileio_fdatasync(w->fd);
 		if (rc < 0) {
 			log_error("wal: fdatasync of %s before rotating failed: %s", w->dir, strerror(-rc));
 			return rc;
@@ -1036,7 +962,7 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 		if (rc < 0)
 			return rc;
 	}
-	rc = pwrite_all(w->fd, data, len, (off_t)w->off);
+	rc = fileio_pwrite_all(w->fd, data, len, (off_t)w->off);
 	if (rc < 0) {
 		log_error("wal: write of %zu bytes to %s failed: %s", len, w->dir, strerror(-rc));
 		return rc;
@@ -1052,7 +978,7 @@ bad:
 
 int wal_sync(Wal *w)
 {
-	int rc = sync_data(w->fd);
+	int rc = fileio_fdatasync(w->fd);
 
 	if (rc < 0)
 		log_error("wal: fdatasync of %s failed: %s", w->dir, strerror(-rc));
@@ -1081,7 +1007,7 @@ int wal_delete_through(Wal *w, uint64_t lsn)
 		return 0;
 	memmove(w->segs, w->segs + n, (w->nsegs - n) * sizeof(*w->segs));
 	w->nsegs -= n;
-	int rc = sync_dir(w->dirfd);
+	int rc = fileio_fsync(w->dirfd);
 	if (rc < 0) {
 		log_error("wal: fsync of %s failed: %s", w->dir, strerror(-rc));
 		return rc;
@@ -1148,7 +1074,7 @@ static int reader_fill(WalReader *r, size_t need, int fresh, const uint8_t **p, 
 	size_t want = READER_CHUNK;
 	if (r->off + want > r->seg_size)
 		want = r->seg_size > r->off ? r->seg_size - r->off : 0;
-	int rc = pread_all(r->fd, r->buf, want, (off_t)r->off);
+	int rc = fileio_pread_all(r->fd, r->buf, want, (off_t)r->off);
 	if (rc < 0)
 		return rc;
 	r->buf_off = r->off;
