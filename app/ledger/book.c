@@ -238,9 +238,12 @@ static int apply_sku_put(Book *b, const Record *rec)
 	return 0;
 }
 
-/* Replay: whether rec's key is held by a live hold of this book, which no
- * valid log produces. (Holders in other books cannot be inspected from here;
- * idem_adopt settles those by age.) */
+/* Replay: whether rec's key is held by an older live hold of this book, which
+ * no valid log produces (a key is reused only once its holder is forgotten).
+ * A newer live holder is fine: rec is then a forgotten reservation brought
+ * back by replay or by a snapshot taken before the tick that forgets it
+ * again. Holders in other books cannot be inspected from here; idem_adopt
+ * settles those by age. */
 static int key_held_by_live_hold(Book *b, const Record *rec)
 {
 	IdemSlot slot;
@@ -248,7 +251,8 @@ static int key_held_by_live_hold(Book *b, const Record *rec)
 	IdemEntry *held = idem_find(&slot, rec->session, rec->session_len, rec->idem_key,
 				    rec->idem_key_len);
 	Reservation *r = held ? reservation_find(b, &held->reservation) : NULL;
-	int live = r && r->idem == held && r->state == WIRE_RES_RESERVED;
+	int live = r && r->idem == held && r->state == WIRE_RES_RESERVED &&
+		   r->created_ms <= rec->at_ms;
 	idem_unlock(&slot);
 	return live;
 }

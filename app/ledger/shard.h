@@ -13,7 +13,8 @@
  * for their batch, so nobody is ever shown state that is not yet durable.
  *
  * A full inbox refuses at once (-EBUSY: the caller answers "busy"), and a batch
- * stops growing at batch_len_max requests, so memory stays bounded at any load.
+ * stops taking requests at queue_len_max of them or wal_segment_size/8 bytes,
+ * so memory stays bounded at any load.
  * A failed WAL write, fsync or snapshot is fatal: the process exits and the
  * next start recovers from the log (never retry an fsync and carry on). */
 #ifndef RG_SHARD_H

@@ -300,11 +300,12 @@ static int seg_create(Wal *w, uint64_t lsn, int *out)
 }
 
 /* Takes the ready spare as segment lsn: rename it into place and make the
- * name durable. Returns the fd, or -1 when no spare is ready. */
+ * name durable. Returns the fd, -1 when no spare is ready (create one), or
+ * another negative errno when the directory fsync failed (fatal). */
 static int spare_take(Wal *w, uint64_t lsn)
 {
 	char name[SEG_NAME_LEN + 1];
-	int fd;
+	int fd, rc;
 
 	if (!w->spare_started)
 		return -1;
@@ -315,11 +316,15 @@ static int spare_take(Wal *w, uint64_t lsn)
 	fd = w->spare_fd;
 	if (fd >= 0) {
 		w->spare_fd = -1;
-		if (renameat(w->dirfd, SPARE_NAME, w->dirfd, name) < 0 || fileio_fsync(w->dirfd) < 0) {
+		if (renameat(w->dirfd, SPARE_NAME, w->dirfd, name) < 0) {
 			log_warn("wal: cannot use the spare segment in %s: %s", w->dir, strerror(errno));
 			close(fd);
-			unlinkat(w->dirfd, name, 0);
 			fd = -1;
+		} else if ((rc = fileio_fsync(w->dirfd)) < 0) {
+			/* The name may or may not be durable: never retry an fsync. */
+			log_error("wal: fsync of %s failed: %s", w->dir, strerror(-rc));
+			close(fd);
+			fd = rc == -1 ? -EIO : rc; /* -1 means "no spare" to the caller */
 		}
 		pthread_cond_signal(&w->spare_cond); /* make the next one */
 	}
@@ -333,6 +338,8 @@ static int seg_start(Wal *w, uint64_t lsn)
 {
 	int fd = spare_take(w, lsn), rc;
 
+	if (fd < -1)
+		return fd; /* a failed directory fsync: fatal for the caller */
 	if (fd < 0) {
 		rc = seg_create(w, lsn, &fd);
 		if (rc < 0)
@@ -925,15 +932,27 @@ uint64_t wal_next_lsn(const Wal *w)
 	return w->next_lsn;
 }
 
+/* Makes the current segment durable and starts segment lsn. The old segment
+ * must be durable before a successor exists: recovery treats damage in a
+ * non-last segment as corruption. */
+static int rotate(Wal *w, uint64_t lsn)
+{
+	int rc = fileio_fdatasync(w->fd);
+	if (rc < 0) {
+		log_error("wal: fdatasync of %s before rotating failed: %s", w->dir, strerror(-rc));
+		return rc;
+	}
+	close(w->fd);
+	w->fd = -1;
+	return seg_start(w, lsn);
+}
+
 int wal_write(Wal *w, const uint8_t *data, size_t len)
 {
 	uint64_t lsn = w->next_lsn;
 	size_t off = 0;
 	int rc;
 
-	if (len == 0)
-		return 0;
-	rg_assert(len <= w->segment_size);
 	/* Walk the headers: a batch that does not continue the log would make
 	 * it unreadable past this point. */
 	while (off < len) {
@@ -948,27 +967,37 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 	if (off != len)
 		goto bad;
 
-	if (w->off + len > w->seg_size) {
-		/* The old segment must be durable before a successor exists:
-		 * recovery treats damage in a non-last segment as corruption. */
-		rc = fileio_fdatasync(w->fd);
+	/* One write for the batch, except where it crosses into a new segment:
+	 * then the records that fit go first and the rest start the next one
+	 * (a batch can be larger than a segment, e.g. after a long downtime
+	 * every overdue hold times out at once). */
+	off = 0;
+	lsn = w->next_lsn;
+	while (off < len) {
+		size_t part = 0;
+		uint64_t part_lsn = lsn;
+		while (off + part < len) {
+			size_t rec = WAL_RECORD_HEADER_LEN + pad8(get_u32le(data + off + part + 4));
+			if (w->off + part + rec > w->seg_size)
+				break;
+			part += rec;
+			lsn++;
+		}
+		if (part == 0) {
+			rc = rotate(w, part_lsn);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		rc = fileio_pwrite_all(w->fd, data + off, part, (off_t)w->off);
 		if (rc < 0) {
-			log_error("wal: fdatasync of %s before rotating failed: %s", w->dir, strerror(-rc));
+			log_error("wal: write of %zu bytes to %s failed: %s", part, w->dir, strerror(-rc));
 			return rc;
 		}
-		close(w->fd);
-		w->fd = -1;
-		rc = seg_start(w, w->next_lsn);
-		if (rc < 0)
-			return rc;
+		w->off += part;
+		w->next_lsn = lsn;
+		off += part;
 	}
-	rc = fileio_pwrite_all(w->fd, data, len, (off_t)w->off);
-	if (rc < 0) {
-		log_error("wal: write of %zu bytes to %s failed: %s", len, w->dir, strerror(-rc));
-		return rc;
-	}
-	w->off += len;
-	w->next_lsn = lsn;
 	return 0;
 bad:
 	log_error("wal: malformed batch for %s at byte %zu (expected lsn %" PRIu64 ")",

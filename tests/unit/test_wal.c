@@ -370,6 +370,42 @@ static void test_rotation(void)
 	remove_dir(dir);
 }
 
+/* A batch larger than a whole segment (after downtime every overdue hold
+ * times out at once) is split across segments and recovers whole. */
+static void test_batch_larger_than_segment(void)
+{
+	char dir[512];
+	WalOptions o;
+	WalRecoveryStats st;
+	Got g;
+	Buf b;
+	uint8_t p[WAL_RECORD_PAYLOAD_MAX];
+
+	case_dir(dir, sizeof(dir), "bigbatch");
+	o = opts(dir, MIB);
+	Wal *w = open_ok(&o, 0, &g, &st);
+	append(w, 100, 100, MIB);
+	buf_init(&b, 0);
+	uint64_t lsn = wal_next_lsn(w);
+	while (b.len < 3 * MIB) {
+		payload_fill(lsn, p, payload_len(lsn));
+		wal_frame(&b, lsn, p, payload_len(lsn));
+		lsn++;
+	}
+	CHECK_EQ_INT(wal_write(w, b.data, b.len), 0);
+	CHECK_EQ_INT(wal_sync(w), 0);
+	CHECK_EQ_INT(wal_next_lsn(w), lsn);
+	buf_free(&b);
+	wal_close(w);
+	uint64_t segs[64];
+	CHECK(seg_names(dir, segs, 64) >= 4);
+	w = open_ok(&o, 0, &g, &st);
+	CHECK_EQ_INT(g.n, lsn - 1);
+	CHECK_EQ_INT(st.torn_bytes, 0);
+	wal_close(w);
+	remove_dir(dir);
+}
+
 /* Reads every record back while appending continues, across rotations:
  * returns exactly the records up to the durable LSN, in order, never more;
  * starts mid-log; says -ENOENT for an LSN whose segment was deleted; and
@@ -885,6 +921,7 @@ int main(void)
 	test_callback_stop();
 	test_rotation();
 	test_reader_follows_log();
+	test_batch_larger_than_segment();
 	test_torn_tail_every_offset();
 	test_bit_flips();
 	test_corruption_in_older_segment();
