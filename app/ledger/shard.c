@@ -54,6 +54,8 @@ struct Shard {
 	Batch *syncing;            /* owned by the syncer while non-NULL */
 	int stopping;              /* no more requests; finish and exit */
 	int syncer_exit;
+	int drained;               /* stopping, and every answer is durable and posted */
+	pthread_cond_t drain_cond;
 	ShardStats stats;
 
 	/* Snapshots, also guarded by mu. The shard thread serialises the book
@@ -172,6 +174,7 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	pthread_cond_init(&s->sync_cond, NULL);
 	pthread_cond_init(&s->snap_cond, NULL);
 	pthread_cond_init(&s->durable_cond, NULL);
+	pthread_cond_init(&s->drain_cond, NULL);
 	buf_init(&s->snap_buf, 0);
 	s->inbox = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
 	s->work = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
@@ -339,14 +342,22 @@ static void *shard_main(void *arg)
 		hand_over(s);
 	}
 
-	/* Stopping: everything queued has been applied. Hand over the last
-	 * batch, take a final snapshot (so the next start replays nothing),
-	 * and let the other two threads finish their work and exit. */
-	while (s->syncing || s->snap_queued) {
+	/* Stopping: everything queued has been applied. Make the last batch
+	 * durable; its answers are then posted, and shard_drain returns so the
+	 * server can deliver them while the final snapshot is written. */
+	for (;;) {
 		hand_over(s);
+		if (!s->syncing && batch_empty(s->building))
+			break;
 		pthread_cond_wait(&s->work_cond, &s->mu);
 	}
-	hand_over(s);
+	s->drained = 1;
+	pthread_cond_broadcast(&s->drain_cond);
+
+	/* A final snapshot, so the next start replays nothing; then the other
+	 * two threads finish and exit. */
+	while (s->snap_queued)
+		pthread_cond_wait(&s->work_cond, &s->mu);
 	pthread_mutex_unlock(&s->mu);
 	if (s->records_since_snapshot > 0)
 		maybe_snapshot(s, 1);
@@ -524,12 +535,19 @@ int shard_submit(Shard *s, const WireRequest *req, uint64_t conn)
 	return rc;
 }
 
-void shard_stop(Shard *s)
+void shard_drain(Shard *s)
 {
 	pthread_mutex_lock(&s->mu);
 	s->stopping = 1;
 	pthread_cond_signal(&s->work_cond);
+	while (!s->drained)
+		pthread_cond_wait(&s->drain_cond, &s->mu);
 	pthread_mutex_unlock(&s->mu);
+}
+
+void shard_stop(Shard *s)
+{
+	shard_drain(s);
 	pthread_join(s->thread, NULL);
 	pthread_join(s->syncer, NULL);
 	pthread_join(s->snapshotter, NULL);
@@ -550,6 +568,7 @@ void shard_close(Shard *s)
 	buf_free(&s->snap_buf);
 	pthread_cond_destroy(&s->snap_cond);
 	pthread_cond_destroy(&s->durable_cond);
+	pthread_cond_destroy(&s->drain_cond);
 	free(s->inbox);
 	free(s->work);
 	pthread_mutex_destroy(&s->mu);

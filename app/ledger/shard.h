@@ -90,8 +90,10 @@ int shard_start(Shard *s) __attribute__((warn_unused_result));
  * Returns 0, -EBUSY when the inbox is full, -ESHUTDOWN once stopping. */
 int shard_submit(Shard *s, const WireRequest *req, uint64_t conn);
 
-/* Stops taking requests, answers everything already queued, syncs, writes a
- * final snapshot, and joins the threads. */
+/* Stops taking requests and returns once everything already queued is
+ * durable and its answers posted (the final snapshot goes on meanwhile). */
+void shard_drain(Shard *s);
+/* shard_drain, then waits for the final snapshot and joins the threads. */
 void shard_stop(Shard *s);
 void shard_close(Shard *s);
 
