@@ -30,6 +30,10 @@ typedef struct Config {
 	int default_reservation_ttl_s;      /* for SKUs created without reservation_ttl_s */
 	int default_max_per_order;
 	int default_per_session_limit;      /* 0 = no limit */
+	/* write-behind to PostgreSQL (rg-ledger) */
+	char pg_conninfo[1024];             /* libpq connection string; "" = write-behind off */
+	int writebehind_batch_max;          /* WAL records per PostgreSQL transaction */
+	int writebehind_retry_max_ms;       /* cap of the reconnect backoff */
 	/* FastCGI front (rg-fcgi) */
 	char fcgi_listen[CFG_PATH_MAX];     /* "unix:PATH" | "tcp:HOST:PORT"; "" = fd 0 from the web server */
 	int fcgi_workers;                   /* prefork worker processes */

@@ -3,7 +3,9 @@
  * Start-up order matters: load config, lock the data directory (two ledgers on
  * one WAL would each acknowledge sales the other overwrites), settle the shard
  * count, recover every shard, and only then open the socket, so nobody is
- * answered before the state is whole. */
+ * answered before the state is whole. PostgreSQL is not needed to start or
+ * to sell: with pg_conninfo set, the write-behind writers and the catalog
+ * adoption start after the shards and wait for it on their own threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,9 +21,11 @@
 #include "common/cfg.h"
 #include "common/log.h"
 #include "common/xmalloc.h"
+#include "ledger/catalog.h"
 #include "ledger/idem.h"
 #include "ledger/server.h"
 #include "ledger/shard.h"
+#include "ledger/writebehind.h"
 
 #define SHARDS_MAX 256
 #define INFLIGHT_PER_CONNECTION 4096
@@ -147,6 +151,11 @@ int main(int argc, char **argv)
 		}
 		gid = g->gr_gid;
 	}
+	/* libpq's parse errors may quote the string: never print it (password). */
+	if (cfg.pg_conninfo[0] && !writebehind_conninfo_valid(cfg.pg_conninfo)) {
+		fprintf(stderr, "rg-ledger: pg_conninfo is not a valid libpq connection string or URI\n");
+		return 2;
+	}
 	if (check_only) {
 		printf("rg-ledger: configuration %s is valid\n", config_path ? config_path : "(defaults)");
 		return 0;
@@ -167,6 +176,7 @@ int main(int argc, char **argv)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP); /* catalog reload */
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -176,6 +186,9 @@ int main(int argc, char **argv)
 			      .inflight_max = INFLIGHT_PER_CONNECTION };
 	IdemIndex *idem = idem_new();
 	Shard **shards = xcalloc((size_t)nshards, sizeof(Shard *));
+	char **dirs = xcalloc((size_t)nshards, sizeof(char *));
+	WriteBehind *wb = NULL;
+	Catalog *catalog = NULL;
 	int rc = 1;
 
 	if (server_open(&scfg, &srv, why, sizeof(why)) != 0) {
@@ -197,6 +210,7 @@ int main(int argc, char **argv)
 			},
 		};
 		snprintf(sc.dir, sizeof(sc.dir), "%s/shard-%03d", cfg.data_dir, i);
+		dirs[i] = xstrndup(sc.dir, strlen(sc.dir));
 		if (shard_open(&sc, idem, server_post_replies, srv, &shards[i], why, sizeof(why)) != 0) {
 			log_error("shard %d: %s", i, why);
 			goto out;
@@ -207,11 +221,35 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	server_set_shards(srv, shards, (unsigned)nshards);
+	/* Before the shards start: from the first batch on, WAL segments stay
+	 * until PostgreSQL has them. */
+	if (cfg.pg_conninfo[0])
+		for (int i = 0; i < nshards; i++)
+			shard_enable_writebehind(shards[i]);
 	for (int i = 0; i < nshards; i++)
 		if (shard_start(shards[i]) != 0)
 			log_fatal("cannot start the threads of shard %d", i);
+	if (cfg.pg_conninfo[0]) {
+		WriteBehindConfig wbc = { .conninfo = cfg.pg_conninfo,
+					  .batch_max = cfg.writebehind_batch_max,
+					  .retry_max_ms = cfg.writebehind_retry_max_ms };
+		int err = writebehind_start(&wbc, shards, (const char *const *)dirs, (unsigned)nshards, &wb);
+		if (err == 0)
+			err = catalog_start(cfg.pg_conninfo, cfg.writebehind_retry_max_ms, shards,
+					    (unsigned)nshards, &catalog);
+		if (err != 0)
+			log_fatal("cannot start the write-behind threads: %s", strerror(-err));
+		server_set_reload_hook(srv, catalog_reload, catalog);
+	} else {
+		log_info("pg_conninfo is empty: write-behind to PostgreSQL and catalog adoption are off");
+	}
 	if (server_run(srv) != 0)
 		log_error("event loop failed: %s", strerror(errno));
+	/* The writers go first: a transaction they abandon is applied again at
+	 * the next start (exactly once in effect), and the shards' final batch
+	 * waits in the WAL like any other. */
+	catalog_stop(catalog);
+	writebehind_stop(wb);
 	for (int i = 0; i < nshards; i++)
 		shard_stop(shards[i]);
 	rc = 0;
@@ -221,6 +259,9 @@ out:
 	for (int i = 0; i < nshards; i++)
 		shard_close(shards[i]);
 	free(shards);
+	for (int i = 0; i < nshards; i++)
+		free(dirs[i]);
+	free(dirs);
 	idem_free(idem);
 	return rc;
 }

@@ -48,6 +48,8 @@ struct Server {
 	size_t dirty_len;
 	Shard **shards;
 	unsigned nshards;
+	ServerReloadFn reload;     /* SIGHUP */
+	void *reload_ctx;
 
 	pthread_mutex_t mu;        /* guards posted */
 	Buf posted;                /* replies from syncers: u64 conn, u32 len, frame */
@@ -422,6 +424,7 @@ int server_open(const ServerConfig *cfg, Server **out, char *why, size_t why_len
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	srv->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	srv->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -505,6 +508,12 @@ void server_set_shards(Server *srv, Shard **shards, unsigned n)
 	srv->nshards = n;
 }
 
+void server_set_reload_hook(Server *srv, ServerReloadFn fn, void *ctx)
+{
+	srv->reload = fn;
+	srv->reload_ctx = ctx;
+}
+
 int server_run(Server *srv)
 {
 	struct epoll_event events[256];
@@ -525,7 +534,13 @@ int server_run(Server *srv)
 				deliver_posted(srv);
 			} else if (tag == TAG_SIGNAL) {
 				struct signalfd_siginfo si;
-				if (read(srv->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (read(srv->signal_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+					continue;
+				if (si.ssi_signo == SIGHUP) {
+					log_info("SIGHUP: %s", srv->reload ? "reloading" : "nothing to reload");
+					if (srv->reload)
+						srv->reload(srv->reload_ctx);
+				} else {
 					log_info("signal %u: finishing the batch in flight and stopping", si.ssi_signo);
 					return 0;
 				}

@@ -8,7 +8,7 @@
  * A connection that sends a malformed frame is closed; nothing else is
  * affected. Full shard inboxes and too many requests in flight on one
  * connection are answered "busy" at once. SIGTERM/SIGINT (via signalfd) stop
- * the loop. */
+ * the loop; SIGHUP calls the reload hook (catalog adoption). */
 #ifndef RG_SERVER_H
 #define RG_SERVER_H
 
@@ -44,8 +44,13 @@ void server_set_shards(Server *srv, Shard **shards, unsigned n);
 /* The ShardReplyFn to give every shard, with the Server as its context. */
 void server_post_replies(void *srv, const ShardReply *replies, size_t n, const uint8_t *data);
 
+/* Called on the I/O thread for each SIGHUP; must not block. NULL: SIGHUP is
+ * logged and otherwise ignored. */
+typedef void (*ServerReloadFn)(void *ctx);
+void server_set_reload_hook(Server *srv, ServerReloadFn fn, void *ctx);
+
 /* Runs the loop until SIGTERM or SIGINT (which the caller must have blocked
- * in every thread). Returns 0 or a negative errno. */
+ * in every thread, with SIGHUP). Returns 0 or a negative errno. */
 int server_run(Server *srv) __attribute__((warn_unused_result));
 
 /* After the shards have stopped: writes out the answers they released last

@@ -249,7 +249,7 @@ static int seg_list(Wal *w, char *why, size_t why_len)
 	while ((de = readdir(d))) {
 		uint64_t lsn;
 		if (!seg_name_parse(de->d_name, &lsn)) {
-			if (strncmp(de->d_name, "wal-", 4) == 0)
+			if (strncmp(de->d_name, "wal-", 4) == 0 && strcmp(de->d_name, SPARE_NAME) != 0)
 				log_warn("wal: ignoring %s/%s: not a segment name", w->dir, de->d_name);
 			continue;
 		}
