@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +40,22 @@ static void usage(FILE *out)
 		"The Revenue Guard ledger: one owner thread per SKU shard, durable group\n"
 		"commit, crash recovery. Config keys (file \"key = value\", or RG_<KEY>):\n\n");
 	cfg_print_help(out);
+}
+
+/* Every connection is a descriptor, plus the WAL, snapshots, PostgreSQL and
+ * the event loop's own: raise the soft limit to fit max_connections. */
+static void raise_fd_limit(int max_connections)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)max_connections + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		log_warn("open files limit %llu is below max_connections + 256 (%llu): connections "
+			 "beyond it wait until others close", (unsigned long long)rl.rlim_cur,
+			 (unsigned long long)want);
 }
 
 /* Holds an exclusive lock on DATA_DIR/LOCK for the life of the process. */
@@ -167,6 +184,7 @@ int main(int argc, char **argv)
 	}
 	if (lock_data_dir(cfg.data_dir) < 0)
 		return 1;
+	raise_fd_limit(cfg.max_connections);
 	int nshards = settle_shards(cfg.data_dir, cfg.shards);
 	if (nshards < 0)
 		return 1;
@@ -243,17 +261,24 @@ int main(int argc, char **argv)
 	} else {
 		log_info("pg_conninfo is empty: write-behind to PostgreSQL and catalog adoption are off");
 	}
-	if (server_run(srv) != 0)
-		log_error("event loop failed: %s", strerror(errno));
-	/* The writers go first: a transaction they abandon is applied again at
+	int run_rc = server_run(srv);
+	if (run_rc != 0)
+		log_error("event loop failed: %s", strerror(-run_rc));
+	/* Answer first: every request already queued is made durable and its
+	 * answer delivered, while the shards' final snapshots are written. */
+	for (int i = 0; i < nshards; i++)
+		shard_drain(shards[i]);
+	server_deliver(srv);
+	/* The writers go next: a transaction they abandon is applied again at
 	 * the next start (exactly once in effect), and the shards' final batch
 	 * waits in the WAL like any other. */
 	catalog_stop(catalog);
 	writebehind_stop(wb);
 	for (int i = 0; i < nshards; i++)
 		shard_stop(shards[i]);
-	rc = 0;
-	log_info("stopped cleanly");
+	rc = run_rc == 0 ? 0 : 1;
+	if (rc == 0)
+		log_info("stopped cleanly");
 out:
 	server_close(srv);
 	for (int i = 0; i < nshards; i++)

@@ -26,13 +26,16 @@
 #define TAG_EVENT (UINT64_MAX - 1)
 #define TAG_SIGNAL (UINT64_MAX - 2)
 #define CLOSE_FLUSH_MS 1000
+/* A connection whose unsent answers reach this stops being read until the
+ * peer takes them: one client that never reads cannot grow the ledger. */
+#define OUT_HIGH_WATER ((size_t)256 << 10)
 
 typedef struct Conn {
 	int fd;                    /* -1: free slot */
 	uint32_t gen;              /* bumped on close, so late replies are dropped */
 	uint8_t hello;             /* handshake done */
 	uint8_t close_after_flush;
-	uint8_t polling_out;
+	uint32_t events;           /* the epoll interest now registered */
 	uint8_t dirty;             /* on the flush list */
 	uint32_t inflight;         /* submitted to shards, not yet answered */
 	Buf in, out;
@@ -56,6 +59,7 @@ struct Server {
 	Buf taken;                 /* the I/O thread's side of the swap */
 
 	uint64_t connections_total, protocol_errors, busy_inflight;
+	int accept_paused;         /* out of descriptors: the listen fd is out of epoll */
 };
 
 /* ---- connections --------------------------------------------------------------- */
@@ -74,6 +78,11 @@ static void conn_close(Server *srv, Conn *c)
 	buf_free(&c->in);
 	buf_free(&c->out);
 	srv->free_slots[srv->free_len++] = (uint32_t)(c - srv->conns);
+	if (srv->accept_paused && srv->listen_fd >= 0) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+		if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) == 0)
+			srv->accept_paused = 0;
+	}
 }
 
 static void conn_mark_dirty(Server *srv, Conn *c)
@@ -96,46 +105,64 @@ static void conn_reply_status(Server *srv, Conn *c, const WireRequest *req, uint
 	conn_reply(srv, c, &resp);
 }
 
-/* Writes what it can; waits for EPOLLOUT for the rest. Returns -1 when the
- * connection was closed. */
+static int conn_process(Server *srv, Conn *c);
+
+/* Writes what it can, then handles requests left waiting in the input while
+ * the output was full, and registers interest in what comes next: input
+ * while the output is under its high-water mark, output while any is left.
+ * Returns -1 when the connection was closed. */
 static int conn_flush(Server *srv, Conn *c)
 {
-	while (c->out.len > 0) {
-		ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			buf_consume(&c->out, (size_t)n);
-			continue;
+	for (;;) {
+		int blocked = 0;
+		while (c->out.len > 0) {
+			ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0) {
+				buf_consume(&c->out, (size_t)n);
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				blocked = 1;
+				break;
+			}
+			conn_close(srv, c);
+			return -1;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		size_t pending = c->in.len;
+		if (blocked || pending == 0 || c->out.len >= OUT_HIGH_WATER || c->close_after_flush)
 			break;
-		conn_close(srv, c);
-		return -1;
+		if (conn_process(srv, c) != 0)
+			return -1;
+		if (c->in.len == pending)
+			break; /* only part of a frame is buffered */
 	}
 	if (c->out.len == 0 && c->close_after_flush) {
 		conn_close(srv, c);
 		return -1;
 	}
-	int want_out = c->out.len > 0;
-	if (want_out != c->polling_out) {
-		struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0),
-					  .data.u64 = (uint64_t)(c - srv->conns) };
+	uint32_t events = (c->out.len < OUT_HIGH_WATER ? EPOLLIN : 0) | (c->out.len > 0 ? EPOLLOUT : 0);
+	if (events != c->events) {
+		struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)(c - srv->conns) };
 		epoll_ctl(srv->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
-		c->polling_out = (uint8_t)want_out;
+		c->events = events;
 	}
 	return 0;
 }
 
+/* The dirty list is a stack holding each connection at most once (its
+ * dirty flag says it is there), so it never outgrows max_connections even
+ * when flushing one connection handles more of its requests and marks it
+ * again. */
 static void flush_dirty(Server *srv)
 {
-	for (size_t i = 0; i < srv->dirty_len; i++) {
-		Conn *c = &srv->conns[srv->dirty[i]];
+	while (srv->dirty_len > 0) {
+		Conn *c = &srv->conns[srv->dirty[--srv->dirty_len]];
 		c->dirty = 0;
 		if (c->fd >= 0)
 			conn_flush(srv, c);
 	}
-	srv->dirty_len = 0;
 }
 
 /* ---- requests ------------------------------------------------------------------ */
@@ -292,20 +319,13 @@ static int handle_request(Server *srv, Conn *c, const WireRequest *req)
 	return 0;
 }
 
-static void conn_read(Server *srv, Conn *c)
+/* Decodes and handles buffered requests while the output stays under its
+ * high-water mark. Returns -1 when the connection was closed. */
+static int conn_process(Server *srv, Conn *c)
 {
-	buf_reserve(&c->in, READ_CHUNK);
-	ssize_t n = read(c->fd, c->in.data + c->in.len, READ_CHUNK);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		conn_close(srv, c);
-		return;
-	}
-	c->in.len += (size_t)n;
-
 	size_t off = 0;
-	while (off < c->in.len && !c->close_after_flush) {
+
+	while (off < c->in.len && !c->close_after_flush && c->out.len < OUT_HIGH_WATER) {
 		WireRequest req;
 		size_t frame_len;
 		const char *why = "";
@@ -316,11 +336,29 @@ static void conn_read(Server *srv, Conn *c)
 			srv->protocol_errors++;
 			log_debug("closing connection: %s", d == WIRE_DECODE_ERROR ? why : "unexpected op");
 			conn_close(srv, c);
-			return;
+			return -1;
 		}
 		off += frame_len;
 	}
 	buf_consume(&c->in, off);
+	return 0;
+}
+
+static void conn_read(Server *srv, Conn *c)
+{
+	if (c->out.len >= OUT_HIGH_WATER)
+		return; /* reported readable before its output filled up */
+	buf_reserve(&c->in, READ_CHUNK);
+	ssize_t n = read(c->fd, c->in.data + c->in.len, READ_CHUNK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_close(srv, c);
+		return;
+	}
+	c->in.len += (size_t)n;
+	if (conn_process(srv, c) == 0)
+		conn_mark_dirty(srv, c); /* flush, and settle what to poll for */
 }
 
 static void accept_all(Server *srv)
@@ -328,8 +366,16 @@ static void accept_all(Server *srv)
 	for (;;) {
 		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE) {
+				/* Level-triggered, the listen fd would wake us forever:
+				 * stop listening until a connection closes. */
+				log_warn("accept: %s; not accepting until a connection closes",
+					 strerror(errno));
+				if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL) == 0)
+					srv->accept_paused = 1;
+			} else if (errno != EAGAIN && errno != EINTR) {
 				log_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		if (srv->free_len == 0) {
@@ -339,7 +385,8 @@ static void accept_all(Server *srv)
 		}
 		Conn *c = &srv->conns[srv->free_slots[--srv->free_len]];
 		c->fd = fd;
-		c->hello = c->close_after_flush = c->polling_out = 0; /* dirty: flush_dirty clears it */
+		c->hello = c->close_after_flush = 0; /* dirty: flush_dirty clears it */
+		c->events = EPOLLIN;
 		c->inflight = 0;
 		buf_init(&c->in, 0);
 		buf_init(&c->out, 0);
@@ -560,15 +607,15 @@ int server_run(Server *srv)
 	}
 }
 
-void server_close(Server *srv)
+void server_deliver(Server *srv)
 {
-	if (!srv)
-		return;
-	/* The shards have stopped: their last answers are posted. Give clients a
-	 * bounded moment to take them. */
+	/* The shards have drained: their last answers are posted. Give clients
+	 * a bounded moment to take them. */
 	if (srv->listen_fd >= 0) {
 		epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
 		close(srv->listen_fd);
+		srv->listen_fd = -1;
+		srv->accept_paused = 0;
 		unlink(srv->cfg.socket_path);
 	}
 	deliver_posted(srv);
@@ -585,6 +632,13 @@ void server_close(Server *srv)
 			break;
 		poll(NULL, 0, 5);
 	}
+}
+
+void server_close(Server *srv)
+{
+	if (!srv)
+		return;
+	server_deliver(srv);
 	for (int i = 0; i < srv->cfg.max_connections; i++)
 		if (srv->conns[i].fd >= 0)
 			conn_close(srv, &srv->conns[i]);

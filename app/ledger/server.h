@@ -53,9 +53,12 @@ void server_set_reload_hook(Server *srv, ServerReloadFn fn, void *ctx);
  * in every thread, with SIGHUP). Returns 0 or a negative errno. */
 int server_run(Server *srv) __attribute__((warn_unused_result));
 
-/* After the shards have stopped: writes out the answers they released last
- * (best effort, bounded in time), closes every connection and removes the
- * socket file. */
+/* After the shards have drained (shard_drain): stops listening, removes the
+ * socket file and writes out the answers they released last (best effort,
+ * bounded in time). */
+void server_deliver(Server *srv);
+
+/* server_deliver, then closes every connection and frees the server. */
 void server_close(Server *srv);
 
 #endif

@@ -369,6 +369,56 @@ static void test_bad_frame_closes_only_its_connection(LedgerProc *p)
 	ledger_client_close(good);
 }
 
+/* A client that sends and never reads: the ledger stops reading it once
+ * its unsent answers pile up, instead of buffering without limit, and keeps
+ * serving everyone else. */
+static void test_reader_that_never_reads(LedgerProc *p)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	REQUIRE(strlen(p->socket) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, p->socket, strlen(p->socket) + 1);
+	REQUIRE(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+
+	Buf frames;
+	buf_init(&frames, 0);
+	WireRequest hello = { .op = WIRE_OP_HELLO, .id = 1, .magic = WIRE_MAGIC, .version = WIRE_VERSION };
+	wire_encode_request(&frames, &hello);
+	REQUIRE(write(fd, frames.data, frames.len) == (ssize_t)frames.len);
+	buf_reset(&frames);
+	for (int i = 0; i < 4096; i++) {
+		WireRequest stats = { .op = WIRE_OP_STATS, .id = (uint64_t)i + 2 };
+		wire_encode_request(&frames, &stats); /* each answer is ~100x its request */
+	}
+	/* Send STATS frames round and round (the buffer holds whole frames, so
+	 * any prefix sent is a frame boundary) until the ledger stops reading. */
+	size_t sent = 0, off = 0;
+	int64_t quiet_since = clock_mono_ns();
+	while (sent < ((size_t)64 << 20) && clock_mono_ns() - quiet_since < 500 * 1000000LL) {
+		ssize_t n = send(fd, frames.data + off, frames.len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			off = (off + (size_t)n) % frames.len;
+			quiet_since = clock_mono_ns();
+			continue;
+		}
+		REQUIRE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)); /* not closed */
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	printf("never-reading client: the ledger stopped taking its requests after %zu bytes\n", sent);
+	CHECK(sent < ((size_t)16 << 20));
+
+	LedgerClient *good = connect_or_die(p);
+	WireRequest ping = { .op = WIRE_OP_PING };
+	WireResponse resp;
+	REQUIRE(ledger_client_call(good, &ping, &resp, TIMEOUT_MS) == 0);
+	CHECK_EQ_INT(resp.status, WIRE_OK);
+	ledger_client_close(good);
+	close(fd);
+	buf_free(&frames);
+}
+
 static void test_refusals(LedgerProc *p)
 {
 	/* A second ledger on the same data directory (different socket). */
@@ -401,6 +451,7 @@ int main(void)
 	test_clean_restart(&p);
 	test_expiry_within_a_second(&p);
 	test_bad_frame_closes_only_its_connection(&p);
+	test_reader_that_never_reads(&p);
 	test_refusals(&p);
 	test_full_queue_is_busy();
 
