@@ -80,6 +80,10 @@ def counters(sku, **want):
 def test_health():
     resp = expect(C.get("/v1/health"), 200, what="GET /v1/health")
     check(resp.body.get("status") == "ok", "health body lacks \"status\": \"ok\"", resp)
+    wb = resp.body.get("writebehind")
+    check(isinstance(wb, dict) and all(isinstance(wb.get(k), int) and wb[k] >= 0
+                                       for k in ("lag_records", "lag_ms", "connected_shards")),
+          "health lacks the write-behind lag (lag_records, lag_ms, connected_shards)", resp)
 
 
 def metric_sum(text, name):
