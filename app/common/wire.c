@@ -730,3 +730,11 @@ WireDecode wire_decode_response(const uint8_t *data, size_t len, WireResponse *r
 	}
 	return WIRE_DECODE_OK;
 }
+
+uint64_t wire_stat_value(const WireResponse *resp, const char *name)
+{
+	for (int i = 0; i < resp->u.stats.count; i++)
+		if (strcmp(resp->u.stats.item[i].name, name) == 0)
+			return resp->u.stats.item[i].value;
+	return 0;
+}

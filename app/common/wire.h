@@ -257,6 +257,9 @@ const char *wire_op_name(uint8_t op);
 const char *wire_status_name(uint8_t status);   /* "sold_out", "busy", ... */
 const char *wire_res_state_name(uint8_t state); /* "reserved", "confirmed", ... */
 
+/* The value of the named figure in a STATS response, 0 when absent. */
+uint64_t wire_stat_value(const WireResponse *resp, const char *name);
+
 /* Convenience for building requests: copies a string field and its length. */
 void wire_set_str(char *dst, uint8_t *dst_len, const char *src, size_t len, size_t max);
 

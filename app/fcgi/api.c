@@ -423,14 +423,6 @@ static void handle_admin_put_sku(Api *api, HttpRequest *req, const RouteSegment 
 
 /* ---- health and metrics --------------------------------------------------------------- */
 
-static uint64_t stat_value(const WireResponse *w, const char *name)
-{
-	for (int i = 0; i < w->u.stats.count; i++)
-		if (strcmp(w->u.stats.item[i].name, name) == 0)
-			return w->u.stats.item[i].value;
-	return 0;
-}
-
 /* STATS rather than PING: the ledger's I/O thread answers both, and STATS
  * also tells how far PostgreSQL is behind. */
 static void handle_health(Api *api, HttpRequest *req, const RouteSegment *param,
@@ -452,11 +444,11 @@ static void handle_health(Api *api, HttpRequest *req, const RouteSegment *param,
 	json_object_object_add(o, "shards", json_object_new_int((int)ledger_conn_shards(api->ledger)));
 	json_object *wb = json_object_new_object();
 	json_object_object_add(wb, "lag_records",
-			       json_object_new_int64((int64_t)stat_value(&w, "writebehind_lag_records")));
+			       json_object_new_int64((int64_t)wire_stat_value(&w, "writebehind_lag_records")));
 	json_object_object_add(wb, "lag_ms",
-			       json_object_new_int64((int64_t)stat_value(&w, "writebehind_lag_ms")));
+			       json_object_new_int64((int64_t)wire_stat_value(&w, "writebehind_lag_ms")));
 	json_object_object_add(wb, "connected_shards",
-			       json_object_new_int64((int64_t)stat_value(&w, "writebehind_connected_shards")));
+			       json_object_new_int64((int64_t)wire_stat_value(&w, "writebehind_connected_shards")));
 	json_object_object_add(o, "writebehind", wb);
 	http_json(resp, 200, o);
 }

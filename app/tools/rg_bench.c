@@ -26,6 +26,7 @@
 #include "common/ledger_client.h"
 #include "common/wire.h"
 #include "common/xmalloc.h"
+#include "tools/latency.h"
 
 #define HIST_US 200000 /* latencies above 200 ms land in the last bucket */
 
@@ -184,14 +185,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static uint64_t stat_value(const WireResponse *resp, const char *name)
-{
-	for (int i = 0; i < resp->u.stats.count; i++)
-		if (strcmp(resp->u.stats.item[i].name, name) == 0)
-			return resp->u.stats.item[i].value;
-	return 0;
-}
-
 static void ledger_stats(LedgerClient *c, WireResponse *out)
 {
 	WireRequest req = { .op = WIRE_OP_STATS };
@@ -232,17 +225,6 @@ static void setup_skus(LedgerClient *c, const Options *opt)
 		}
 		k += n;
 	}
-}
-
-static int64_t percentile_us(const uint32_t *hist, uint64_t total, double p)
-{
-	uint64_t want = (uint64_t)(p * (double)total), seen = 0;
-	for (int i = 0; i < HIST_US; i++) {
-		seen += hist[i];
-		if (seen > want)
-			return i;
-	}
-	return HIST_US;
 }
 
 int main(int argc, char **argv)
@@ -325,9 +307,9 @@ int main(int argc, char **argv)
 	double secs = (double)(clock_mono_ns() - start) / 1e9;
 	ledger_stats(admin, &after);
 	uint64_t total = ok + sold_out + busy + other;
-	uint64_t fsyncs = stat_value(&after, "fsyncs") - stat_value(&before, "fsyncs");
-	uint64_t requests = stat_value(&after, "requests") - stat_value(&before, "requests");
-	uint64_t fsync_us = stat_value(&after, "fsync_us_total") - stat_value(&before, "fsync_us_total");
+	uint64_t fsyncs = wire_stat_value(&after, "fsyncs") - wire_stat_value(&before, "fsyncs");
+	uint64_t requests = wire_stat_value(&after, "requests") - wire_stat_value(&before, "requests");
+	uint64_t fsync_us = wire_stat_value(&after, "fsync_us_total") - wire_stat_value(&before, "fsync_us_total");
 
 	printf("skus=%d connections=%d pipeline=%d duration=%.1fs\n", opt.skus, opt.connections,
 	       opt.pipeline, secs);
@@ -335,8 +317,9 @@ int main(int argc, char **argv)
 	       (double)ok / secs, (unsigned long long)ok, (unsigned long long)sold_out,
 	       (unsigned long long)busy, (unsigned long long)other);
 	printf("  latency us     p50 %lld  p99 %lld  p99.9 %lld\n",
-	       (long long)percentile_us(hist, total, 0.50), (long long)percentile_us(hist, total, 0.99),
-	       (long long)percentile_us(hist, total, 0.999));
+	       (long long)latency_percentile_us(hist, HIST_US, total, 0.50),
+	       (long long)latency_percentile_us(hist, HIST_US, total, 0.99),
+	       (long long)latency_percentile_us(hist, HIST_US, total, 0.999));
 	printf("  fsyncs/s %8.0f   requests per fsync %.1f   mean fsync %.0f us\n",
 	       (double)fsyncs / secs, fsyncs ? (double)requests / (double)fsyncs : 0.0,
 	       fsyncs ? (double)fsync_us / (double)fsyncs : 0.0);

@@ -27,6 +27,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/xmalloc.h"
+#include "tools/latency.h"
 
 #define HIST_US 2000000
 #define RESPONSE_MAX (64 * 1024)
@@ -248,17 +249,6 @@ static void flush_out(Conn *c)
 	}
 }
 
-static int64_t percentile_us(const uint32_t *hist, long total, double p)
-{
-	long want = (long)(p * (double)total), seen = 0;
-	for (int i = 0; i < HIST_US; i++) {
-		seen += hist[i];
-		if (seen > want)
-			return i;
-	}
-	return HIST_US;
-}
-
 int main(int argc, char **argv)
 {
 	Options o = { .prefix = "drill", .buyers = 20000, .skus = 10, .units = 500,
@@ -466,8 +456,8 @@ int main(int argc, char **argv)
 	printf("| other answers | %ld |\n", t.other + t.confirm_failed);
 	printf("| requests/s | %.0f |\n", (double)t.answered / secs);
 	printf("| latency p50 / p99 | %.1f ms / %.1f ms |\n",
-	       (double)percentile_us(t.hist, t.answered, 0.50) / 1000.0,
-	       (double)percentile_us(t.hist, t.answered, 0.99) / 1000.0);
+	       (double)latency_percentile_us(t.hist, HIST_US, (uint64_t)t.answered, 0.50) / 1000.0,
+	       (double)latency_percentile_us(t.hist, HIST_US, (uint64_t)t.answered, 0.99) / 1000.0);
 	printf("| ledger agrees with the answers | %s |\n", disagree ? "NO" : "yes");
 	return oversold || disagree || t.created != o.units ? 1 : 0;
 }

@@ -293,11 +293,7 @@ static void test_expiry_within_a_second(LedgerProc *p)
 	}
 	WireRequest stats = { .op = WIRE_OP_STATS };
 	REQUIRE(ledger_client_call(c, &stats, &resp, TIMEOUT_MS) == 0);
-	uint64_t timed_out = 0;
-	for (int i = 0; i < resp.u.stats.count; i++)
-		if (strcmp(resp.u.stats.item[i].name, "timed_out") == 0)
-			timed_out = resp.u.stats.item[i].value;
-	CHECK(timed_out >= 1);
+	CHECK(wire_stat_value(&resp, "timed_out") >= 1);
 
 	WireRequest get = { .op = WIRE_OP_GET_RESERVATION, .reservation = id };
 	wire_set_str(get.session, &get.session_len, "bob", 3, WIRE_SESSION_MAX);

@@ -15,49 +15,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testdir.h"
 #include "common/buf.h"
 #include "common/log.h"
-
-static char tmp_base[512];
-static unsigned case_seq;
-
-static void mkdir_p(const char *path)
-{
-	char p[512];
-	snprintf(p, sizeof(p), "%s", path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s == '/') {
-			*s = '\0';
-			mkdir(p, 0755);
-			*s = '/';
-		}
-	}
-	REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
-}
-
-static void case_dir(char *out, size_t len, const char *name)
-{
-	int n = snprintf(out, len, "%s/snap-%d-%u-%s", tmp_base, (int)getpid(), case_seq++, name);
-	REQUIRE(n > 0 && (size_t)n < len);
-	REQUIRE(mkdir(out, 0755) == 0);
-}
-
-static void remove_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char path[1024];
-
-	REQUIRE(d);
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		REQUIRE(unlink(path) == 0);
-	}
-	closedir(d);
-	REQUIRE(rmdir(dir) == 0);
-}
 
 static void snap_path(char *out, size_t len, const char *dir, uint64_t lsn)
 {
@@ -125,7 +85,7 @@ static void test_none(void)
 	uint8_t *data = (uint8_t *)"x";
 	size_t len = 5;
 
-	case_dir(dir, sizeof(dir), "none");
+	testdir_case(dir, sizeof(dir), "none");
 	CHECK_EQ_INT(snapshot_load_latest(dir, &lsn, &data, &len), 0);
 	CHECK(data == NULL);
 	CHECK_EQ_INT(lsn, 0);
@@ -136,7 +96,7 @@ static void test_none(void)
 	CHECK_EQ_INT(snapshot_load_latest(missing, &lsn, &data, &len), 0);
 	CHECK(data == NULL);
 	CHECK_EQ_INT(lsn, 0);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_roundtrip(void)
@@ -144,7 +104,7 @@ static void test_roundtrip(void)
 	char dir[512], path[1024];
 	struct stat sb;
 
-	case_dir(dir, sizeof(dir), "roundtrip");
+	testdir_case(dir, sizeof(dir), "roundtrip");
 	write_ok(dir, 1234, 100000, 2);
 	check_loads(dir, 1234, 100000);
 	snap_path(path, sizeof(path), dir, 1234);
@@ -171,14 +131,14 @@ static void test_roundtrip(void)
 	CHECK(data != NULL);
 	free(data);
 	CHECK_EQ_INT(snapshot_write(dir, 3000, "x", 1, 0), -EINVAL);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_keep(void)
 {
 	char dir[512], path[1024];
 
-	case_dir(dir, sizeof(dir), "keep");
+	testdir_case(dir, sizeof(dir), "keep");
 	for (uint64_t lsn = 10; lsn <= 50; lsn += 10)
 		write_ok(dir, lsn, 500 + lsn, 2);
 	CHECK_EQ_INT(count_files(dir), 2);
@@ -190,7 +150,7 @@ static void test_keep(void)
 	write_ok(dir, 60, 10, 1);
 	CHECK_EQ_INT(count_files(dir), 1);
 	check_loads(dir, 60, 10);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_damaged_newest(void)
@@ -199,7 +159,7 @@ static void test_damaged_newest(void)
 	uint8_t b;
 	int fd;
 
-	case_dir(dir, sizeof(dir), "damaged");
+	testdir_case(dir, sizeof(dir), "damaged");
 	write_ok(dir, 100, 4000, 2);
 	write_ok(dir, 200, 4000, 2);
 	snap_path(path, sizeof(path), dir, 200);
@@ -248,7 +208,7 @@ static void test_damaged_newest(void)
 	CHECK_EQ_INT(snapshot_load_latest(dir, &lsn, &data, &len), 0);
 	CHECK(data == NULL);
 	CHECK_EQ_INT(lsn, 0);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_temp_files(void)
@@ -256,7 +216,7 @@ static void test_temp_files(void)
 	char dir[512], path[1024];
 	int fd;
 
-	case_dir(dir, sizeof(dir), "temp");
+	testdir_case(dir, sizeof(dir), "temp");
 	write_ok(dir, 100, 300, 2);
 	/* A crash between writing the temp file and the rename leaves it
 	 * behind, complete or not; loading must not pick it up. */
@@ -270,7 +230,7 @@ static void test_temp_files(void)
 	CHECK(!exists(path));
 	CHECK_EQ_INT(count_files(dir), 2);
 	check_loads(dir, 150, 300);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 /* Open descriptors, to catch a leak on any path. */
@@ -289,10 +249,7 @@ static int count_fds(void)
 
 int main(void)
 {
-	const char *base = getenv("RG_TEST_TMP");
-
-	snprintf(tmp_base, sizeof(tmp_base), "%s", base && base[0] ? base : "/tmp/rg-test");
-	mkdir_p(tmp_base);
+	testdir_init("snap");
 	int fds = count_fds();
 	log_set_context("test_snapshot");
 

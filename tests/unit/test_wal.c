@@ -18,57 +18,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testdir.h"
 #include "common/log.h"
 
 #define MIB ((size_t)1 << 20)
 
-static char tmp_base[512];
-static unsigned case_seq;
-
 /* ---- helpers: directories and files ---- */
-
-static void mkdir_p(const char *path)
-{
-	char p[512];
-	snprintf(p, sizeof(p), "%s", path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s == '/') {
-			*s = '\0';
-			mkdir(p, 0755);
-			*s = '/';
-		}
-	}
-	REQUIRE(mkdir(p, 0755) == 0 || errno == EEXIST);
-}
-
-static void case_dir(char *out, size_t len, const char *name)
-{
-	int n = snprintf(out, len, "%s/wal-%d-%u-%s", tmp_base, (int)getpid(), case_seq++, name);
-	REQUIRE(n > 0 && (size_t)n < len);
-	REQUIRE(mkdir(out, 0755) == 0);
-}
-
-static void clear_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char path[1024];
-
-	REQUIRE(d);
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		REQUIRE(unlink(path) == 0);
-	}
-	closedir(d);
-}
-
-static void remove_dir(const char *dir)
-{
-	clear_dir(dir);
-	REQUIRE(rmdir(dir) == 0);
-}
 
 static int seg_names(const char *dir, uint64_t *lsns, int max)
 {
@@ -246,7 +201,7 @@ static void test_roundtrip(void)
 	Got g;
 	Wal *w;
 
-	case_dir(dir, sizeof(dir), "roundtrip");
+	testdir_case(dir, sizeof(dir), "roundtrip");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	CHECK_EQ_INT(g.n, 0);
@@ -311,7 +266,7 @@ static void test_roundtrip(void)
 	CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), 0);
 	CHECK_EQ_INT(st.records, 510);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static int stop_at_5(void *ctx, uint64_t lsn, const uint8_t *payload, size_t len)
@@ -326,7 +281,7 @@ static void test_callback_stop(void)
 	Got g;
 	Wal *w;
 
-	case_dir(dir, sizeof(dir), "cbstop");
+	testdir_case(dir, sizeof(dir), "cbstop");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, NULL);
 	append(w, 10, 10, MIB);
@@ -334,7 +289,7 @@ static void test_callback_stop(void)
 	w = NULL;
 	CHECK_EQ_INT(wal_open(&o, 0, stop_at_5, NULL, &w, NULL, why, sizeof(why)), 42);
 	CHECK(w == NULL);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_rotation(void)
@@ -346,7 +301,7 @@ static void test_rotation(void)
 	Wal *w;
 	uint64_t segs[64];
 
-	case_dir(dir, sizeof(dir), "rotation");
+	testdir_case(dir, sizeof(dir), "rotation");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, 40000, 1000, MIB);      /* ~3.3 MB: several segments */
@@ -367,7 +322,7 @@ static void test_rotation(void)
 	CHECK_EQ_INT(g.n, 45000);
 	CHECK_EQ_INT(g.last, 45000);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 /* A batch larger than a whole segment (after downtime every overdue hold
@@ -381,7 +336,7 @@ static void test_batch_larger_than_segment(void)
 	Buf b;
 	uint8_t p[WAL_RECORD_PAYLOAD_MAX];
 
-	case_dir(dir, sizeof(dir), "bigbatch");
+	testdir_case(dir, sizeof(dir), "bigbatch");
 	o = opts(dir, MIB);
 	Wal *w = open_ok(&o, 0, &g, &st);
 	append(w, 100, 100, MIB);
@@ -403,7 +358,7 @@ static void test_batch_larger_than_segment(void)
 	CHECK_EQ_INT(g.n, lsn - 1);
 	CHECK_EQ_INT(st.torn_bytes, 0);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 /* Reads every record back while appending continues, across rotations:
@@ -437,7 +392,7 @@ static void test_reader_follows_log(void)
 	WalReader *r, *mid;
 	uint64_t expect = 1, expect_mid = 777;
 
-	case_dir(dir, sizeof(dir), "reader");
+	testdir_case(dir, sizeof(dir), "reader");
 	o = opts(dir, MIB);
 	Wal *w = open_ok(&o, 0, &g, &st);
 	append(w, 10, 10, MIB);
@@ -480,7 +435,7 @@ static void test_reader_follows_log(void)
 		;
 	CHECK_EQ_INT(rc, -EBADMSG);
 	wal_reader_close(r);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 /* Cuts the log at every byte offset inside its last three records, by
@@ -496,7 +451,7 @@ static void test_torn_tail_every_offset(void)
 	size_t start[41];
 	size_t seg_len;
 
-	case_dir(dir, sizeof(dir), "torn");
+	testdir_case(dir, sizeof(dir), "torn");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, nrec, 7, MIB);
@@ -525,7 +480,7 @@ static void test_torn_tail_every_offset(void)
 				torn = i + 1 - end;
 
 		for (int mode = 0; mode < 2; mode++) {
-			clear_dir(dir);
+			testdir_clear(dir);
 			memcpy(img, orig, cut);
 			memset(img + cut, 0, seg_len - cut);
 			write_file(path, img, mode == 0 ? cut : seg_len);
@@ -554,7 +509,7 @@ static void test_torn_tail_every_offset(void)
 	CHECK(torn_cases > cases / 2);
 	free(img);
 	free(orig);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_bit_flips(void)
@@ -566,7 +521,7 @@ static void test_bit_flips(void)
 	Wal *w;
 	size_t start[101];
 
-	case_dir(dir, sizeof(dir), "flip");
+	testdir_case(dir, sizeof(dir), "flip");
 	o = opts(dir, MIB);
 	start[0] = 0;
 	for (uint64_t i = 1; i <= 100; i++)
@@ -577,7 +532,7 @@ static void test_bit_flips(void)
 	 * (valid records follow): refused, then dropped when allowed. */
 	const size_t where[] = { 16 + 3, 4, 8, 1 };
 	for (unsigned k = 0; k < sizeof(where) / sizeof(where[0]); k++) {
-		clear_dir(dir);
+		testdir_clear(dir);
 		w = open_ok(&o, 0, &g, &st);
 		append(w, 100, 9, MIB);
 		wal_close(w);
@@ -614,7 +569,7 @@ static void test_bit_flips(void)
 	}
 
 	/* A flip in the last record is a torn tail. */
-	clear_dir(dir);
+	testdir_clear(dir);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, 100, 9, MIB);
 	wal_close(w);
@@ -640,7 +595,7 @@ static void test_bit_flips(void)
 	CHECK_EQ_INT(g.n, 100);
 	CHECK_EQ_INT(st.torn_bytes, 64 + sizeof(junk));
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_corruption_in_older_segment(void)
@@ -652,7 +607,7 @@ static void test_corruption_in_older_segment(void)
 	Wal *w;
 	uint64_t segs[16];
 
-	case_dir(dir, sizeof(dir), "oldseg");
+	testdir_case(dir, sizeof(dir), "oldseg");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, 30000, 500, MIB);
@@ -682,7 +637,7 @@ static void test_corruption_in_older_segment(void)
 	w = open_ok(&o, 0, &g, &st);
 	CHECK_EQ_INT(g.n, last0 + 9);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_gap_and_delete(void)
@@ -695,7 +650,7 @@ static void test_gap_and_delete(void)
 	Wal *w;
 	uint64_t segs[16];
 
-	case_dir(dir, sizeof(dir), "gap");
+	testdir_case(dir, sizeof(dir), "gap");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, nrec, 800, MIB);
@@ -737,10 +692,10 @@ static void test_gap_and_delete(void)
 	CHECK_EQ_INT(g.n, 0);
 	CHECK_EQ_INT(wal_next_lsn(w), nrec + 1);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 
 	/* A segment missing in the middle is a gap: corruption. */
-	case_dir(dir, sizeof(dir), "gap2");
+	testdir_case(dir, sizeof(dir), "gap2");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, 40000, 800, MIB);
@@ -770,7 +725,7 @@ static void test_gap_and_delete(void)
 	w = open_ok(&o, 0, &g, &st);
 	CHECK_EQ_INT(g.n, segs[1] + 2);
 	wal_close(w);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static void test_snapshot_ahead_of_log(void)
@@ -783,7 +738,7 @@ static void test_snapshot_ahead_of_log(void)
 	uint64_t segs[8];
 
 	/* An empty directory starts at after_lsn + 1. */
-	case_dir(dir, sizeof(dir), "ahead");
+	testdir_case(dir, sizeof(dir), "ahead");
 	o = opts(dir, MIB);
 	w = open_ok(&o, 77, &g, &st);
 	CHECK_EQ_INT(wal_next_lsn(w), 78);
@@ -815,7 +770,7 @@ static void test_snapshot_ahead_of_log(void)
 	/* Without the snapshot, 101..200 are missing. */
 	w = NULL;
 	CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), -EBADMSG);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 static int count_fn(void *ctx, uint64_t lsn, const uint8_t *payload, size_t len)
@@ -845,7 +800,7 @@ static void test_recovery_speed(void)
 	Buf b;
 	uint8_t p[48];
 
-	case_dir(dir, sizeof(dir), "speed");
+	testdir_case(dir, sizeof(dir), "speed");
 	o = opts(dir, seg);
 	REQUIRE(wal_open(&o, 0, NULL, NULL, &w, NULL, why, sizeof(why)) == 0);
 	buf_init(&b, seg / 4);
@@ -890,7 +845,7 @@ static void test_recovery_speed(void)
 		       (double)nrec * 64 / (t3 - t2) / 1e6);
 	}
 	buf_free(&b);
-	remove_dir(dir);
+	testdir_remove(dir);
 }
 
 /* Open descriptors, to catch a leak on any path. */
@@ -909,10 +864,7 @@ static int count_fds(void)
 
 int main(void)
 {
-	const char *base = getenv("RG_TEST_TMP");
-
-	snprintf(tmp_base, sizeof(tmp_base), "%s", base && base[0] ? base : "/tmp/rg-test");
-	mkdir_p(tmp_base);
+	testdir_init("wal");
 	int fds = count_fds();
 	log_set_context("test_wal");
 
