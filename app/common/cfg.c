@@ -16,6 +16,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -30,6 +32,8 @@ const CfgKey cfg_keys[] = {
 	KEY(ledger_socket, CFG_STR, "/run/revenue-guard/ledger.sock", 0, 0, "socket the FastCGI workers connect to"),
 	KEY(ledger_socket_mode, CFG_MODE, "0660", 0, 0777, "file mode of the ledger socket"),
 	KEY(ledger_socket_group, CFG_STR, "", 0, 0, "group of the ledger socket (empty: the ledger's)"),
+	KEY(ledger_allowed_uids, CFG_STR, "", 0, 0, "users (names or uids, comma-separated) that may connect besides root and the ledger (both lists empty: no check)"),
+	KEY(ledger_allowed_gids, CFG_STR, "", 0, 0, "primary groups (names or gids, comma-separated) that may connect"),
 	KEY(data_dir, CFG_STR, "/var/lib/revenue-guard", 0, 0, "WAL segments and snapshots live here"),
 	KEY(shards, CFG_INT, "0", 0, 256, "shard threads (0: as in data_dir, else CPUs)"),
 	KEY(shard_queue_len_max, CFG_INT, "4096", 16, 1048576, "requests queued per shard before \"busy\""),
@@ -212,6 +216,32 @@ static const char *parse_line(char *line, char **key, char **value)
 	return NULL;
 }
 
+/* Reads one line, newline dropped, into line[CFG_LINE_MAX + 2]. Returns its
+ * length, CFG_LINE_MAX + 1 for any longer line (the caller refuses it), or -1
+ * at the end of the file. fgets cannot be used: it does not say how many bytes
+ * it read, so after a NUL byte the rest of a long line would be taken for a
+ * line of its own and could set a key from inside a comment. *nul is set when
+ * the line holds a NUL byte. */
+static long read_line(FILE *f, char *line, int *nul)
+{
+	size_t n = 0;
+	int c, any = 0;
+
+	*nul = 0;
+	while ((c = getc(f)) != EOF) {
+		any = 1;
+		if (c == '\n')
+			break;
+		if (c == '\0')
+			*nul = 1;
+		line[n] = (char)c;
+		if (++n > CFG_LINE_MAX)
+			break;
+	}
+	line[n] = '\0';
+	return any ? (long)n : -1;
+}
+
 static int cfg_read_file(Config *cfg, const char *path, char *err, size_t err_len)
 {
 	char line[CFG_LINE_MAX + 2], what[CFG_LINE_MAX / 2];
@@ -228,15 +258,19 @@ static int cfg_read_file(Config *cfg, const char *path, char *err, size_t err_le
 		cfg_err(err, err_len, "cannot open %s: %s", path, strerror(-rc));
 		return rc;
 	}
-	while (fgets(line, sizeof(line), f)) {
-		size_t len = strlen(line);
+	for (;;) {
+		int nul;
+		long len = read_line(f, line, &nul);
 
+		if (len < 0)
+			break;
 		lineno++;
-		if (len && line[len - 1] == '\n')
-			line[--len] = '\0';
-		/* Still over the limit without its newline: the line goes on. */
 		if (len > CFG_LINE_MAX) {
 			snprintf(what, sizeof(what), "line too long, at most %d bytes", CFG_LINE_MAX);
+			goto bad;
+		}
+		if (nul) {
+			snprintf(what, sizeof(what), "NUL byte in line (not a text file?)");
 			goto bad;
 		}
 		why = parse_line(line, &key, &value);
@@ -296,6 +330,71 @@ int cfg_load(Config *cfg, const char *path, char *err, size_t err_len)
 		}
 	}
 	return 0;
+}
+
+/* True if conninfo carries a password: "password=" in a keyword string, or
+ * user:password@ in a postgresql:// URI. Errs on the side of "yes". */
+static int conninfo_has_password(const char *conninfo)
+{
+	const char *at, *colon;
+
+	if (strstr(conninfo, "password"))
+		return 1;
+	if (strncmp(conninfo, "postgres", 8) != 0 || !(at = strchr(conninfo, '@')))
+		return 0;
+	colon = strchr(conninfo + 8, ':');                   /* "postgresql:" */
+	colon = colon ? strchr(colon + 1, ':') : NULL;       /* "user:" */
+	return colon && colon < at;
+}
+
+/* True if this process has gid as its effective or a supplementary group. */
+static int in_group(gid_t gid)
+{
+	gid_t groups[256];
+	int n;
+
+	if (getegid() == gid)
+		return 1;
+	n = getgroups((int)(sizeof(groups) / sizeof(groups[0])), groups);
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+int cfg_warn_secret_mode(const Config *cfg, const char *path)
+{
+	const char *secret = cfg->admin_token[0] ? "admin_token" :
+			     cfg->botcheck_secret[0] ? "botcheck_secret" :
+			     conninfo_has_password(cfg->pg_conninfo) ? "the password in pg_conninfo" :
+			     NULL;
+	struct stat st;
+	int warned = 0;
+
+	/* cfg does not say where a secret came from: one set through RG_* counts
+	 * too, erring towards a warning. */
+	if (!path || !secret || stat(path, &st) != 0)
+		return 0;
+	if (st.st_mode & S_IROTH) {
+		log_warn("%s holds %s and is readable by every user (mode %04o): chmod o-r it, or "
+			 "set secrets through RG_* environment variables", path, secret,
+			 (unsigned)(st.st_mode & 07777));
+		warned++;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		log_warn("%s holds %s and is writable by group or others (mode %04o): chmod go-w it",
+			 path, secret, (unsigned)(st.st_mode & 07777));
+		warned++;
+	}
+	/* Group read is how rg-fcgi (web server group) shares the file; a group
+	 * this process is not in is someone else's. */
+	if ((st.st_mode & S_IRGRP) && !in_group(st.st_gid)) {
+		log_warn("%s holds %s and is readable by group %u, which this process is not in "
+			 "(mode %04o): make the group the service's own, or chmod g-r it",
+			 path, secret, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777));
+		warned++;
+	}
+	return warned;
 }
 
 void cfg_print_help(FILE *out)

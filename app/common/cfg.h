@@ -20,6 +20,8 @@ typedef struct Config {
 	char ledger_socket[CFG_PATH_MAX];   /* Unix socket workers connect to */
 	int ledger_socket_mode;             /* file mode of that socket, octal in the file */
 	char ledger_socket_group[64];       /* group owning the socket ("" = the ledger's) */
+	char ledger_allowed_uids[256];      /* SO_PEERCRED: users/uids that may connect ("" and no gids: no check) */
+	char ledger_allowed_gids[256];      /* SO_PEERCRED: primary groups/gids that may connect */
 	char data_dir[CFG_PATH_MAX];        /* WAL segments and snapshots live here */
 	int shards;                         /* shard threads; 0 = what data_dir has, else CPUs */
 	int shard_queue_len_max;            /* requests waiting per shard before "busy" */
@@ -85,6 +87,13 @@ int cfg_load(Config *cfg, const char *path, char *err, size_t err_len)
 /* Sets one key from its text form (as the file and environment do). */
 int cfg_set(Config *cfg, const char *key, const char *value, char *err, size_t err_len)
 	__attribute__((warn_unused_result));
+
+/* Warns (log_warn) when the file at path holds a secret (admin_token,
+ * botcheck_secret, a password in pg_conninfo) and users other than this
+ * service could read it: readable by others, writable by group or others, or
+ * readable by a group this process is not in. Returns the number of warnings
+ * (0 when path is NULL or the file holds no secret). */
+int cfg_warn_secret_mode(const Config *cfg, const char *path);
 
 /* Prints every key, its default and help, for --help. */
 void cfg_print_help(FILE *out);

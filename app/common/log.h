@@ -3,7 +3,10 @@
  * One write per line keeps lines from different threads whole; the macros test
  * the level before evaluating their arguments. Lines look like
  *   "ERROR [shard 3] wal: fdatasync failed: Input/output error"
- * which journald stores as is (the level word doubles as a grep key). */
+ * (the level word doubles as a grep key). Control characters in a message
+ * become spaces, so one call is always one line. When stderr is the systemd
+ * journal ($JOURNAL_STREAM matches it) each line also starts with "<3>".."<7>",
+ * which journald stores as the record's PRIORITY. */
 #ifndef RG_LOG_H
 #define RG_LOG_H
 
@@ -14,10 +17,15 @@ typedef enum LogLevel {
 	LOG_DEBUG = 3,
 } LogLevel;
 
-extern LogLevel log_level;
+/* Atomic: SIGHUP may change it while other threads log. */
+extern _Atomic LogLevel log_level;
 
 /* Parses "error|warn|info|debug"; returns 0 or -EINVAL. */
 int log_level_parse(const char *name, LogLevel *out);
+
+/* Sets log_level by name; an unknown name leaves it unchanged and returns
+ * -EINVAL. */
+int log_set_level(const char *name);
 
 /* Sets the calling thread's context prefix, e.g. "shard 3" (copied). */
 void log_set_context(const char *context);

@@ -29,7 +29,7 @@ typedef struct Dec {
 
 static int op_known(uint8_t op)
 {
-	return op >= WIRE_OP_HELLO && op <= WIRE_OP_STATS;
+	return op >= WIRE_OP_HELLO && op <= WIRE_OP_AUDIT;
 }
 
 static int res_state_known(uint8_t state)
@@ -125,6 +125,9 @@ WireBody wire_response_body(uint8_t op, uint8_t status)
 			return WIRE_BODY_SKU;
 		break;
 	case WIRE_OP_STATS:
+	case WIRE_OP_SHARD_STATS:
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
 		if (status == WIRE_OK)
 			return WIRE_BODY_STATS;
 		break;
@@ -144,6 +147,9 @@ const char *wire_op_name(uint8_t op)
 	case WIRE_OP_GET_SKU: return "get_sku";
 	case WIRE_OP_PUT_SKU: return "put_sku";
 	case WIRE_OP_STATS: return "stats";
+	case WIRE_OP_SHARD_STATS: return "shard_stats";
+	case WIRE_OP_SNAPSHOT: return "snapshot";
+	case WIRE_OP_AUDIT: return "audit";
 	}
 	return "unknown";
 }
@@ -167,6 +173,7 @@ const char *wire_status_name(uint8_t status)
 	case WIRE_ALREADY_CONFIRMED: return "already_confirmed";
 	case WIRE_STOCK_BELOW_COMMITTED: return "stock_below_committed";
 	case WIRE_MISSING_STOCK: return "missing_stock";
+	case WIRE_AUDIT_FAILED: return "audit_failed";
 	case WIRE_BUSY: return "busy";
 	case WIRE_SHUTTING_DOWN: return "shutting_down";
 	case WIRE_VERSION_MISMATCH: return "version_mismatch";
@@ -234,6 +241,9 @@ static const char *request_invalid(const WireRequest *req)
 		return NULL;
 	case WIRE_OP_PING:
 	case WIRE_OP_STATS:
+	case WIRE_OP_SHARD_STATS: /* any u16: whether the shard exists is the server's to say */
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
 		return NULL;
 	case WIRE_OP_RESERVE:
 		if (!wire_sku_valid(req->sku, req->sku_len))
@@ -367,6 +377,11 @@ void wire_encode_request(Buf *out, const WireRequest *req)
 		break;
 	case WIRE_OP_PING:
 	case WIRE_OP_STATS:
+		break;
+	case WIRE_OP_SHARD_STATS:
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
+		buf_put_u16(out, req->shard);
 		break;
 	case WIRE_OP_RESERVE:
 		buf_put_str8(out, req->sku, req->sku_len);
@@ -603,6 +618,11 @@ WireDecode wire_decode_request(const uint8_t *data, size_t len, WireRequest *req
 		break;
 	case WIRE_OP_PING:
 	case WIRE_OP_STATS:
+		break;
+	case WIRE_OP_SHARD_STATS:
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
+		req->shard = reader_u16(&d.r);
 		break;
 	case WIRE_OP_RESERVE:
 		dec_str8(&d, req->sku, WIRE_SKU_MAX, &req->sku_len, "reserve: sku too long");

@@ -36,6 +36,12 @@
  *                    settings, plus WIRE_SKU_ONLY_IF_NEW), i64 stock, i64 price_cents, i32 per_session_limit,
  *                    i32 max_per_order, i32 reservation_ttl_s, str8 name
  *                    (absent settings are sent as 0 / empty and ignored)
+ *   SHARD_STATS      u16 shard    one shard's figures, answered by the I/O thread
+ *   SNAPSHOT         u16 shard    the shard serialises its book now; the snapshot
+ *                                 file follows once the WAL through its LSN is durable
+ *   AUDIT            u16 shard    the shard checks every SKU's invariants now
+ *   (shard must be below the HELLO's shard count; the ledger closes a connection
+ *   that names another, like any malformed frame. These three are admin ops: rg-ctl.)
  *
  * RESPONSE PAYLOADS, chosen by wire_response_body(op, status)
  *   RESERVATION  resid, str8 sku, str8 session, i32 quantity, u8 WireResState,
@@ -51,8 +57,13 @@
  *                                          units the session holds or bought;
  *                                          QUANTITY_TOO_LARGE: max_per_order, held 0)
  *   STATS        u16 count <= WIRE_STATS_MAX, then count x (str8 name, u64 value)
+ *                (STATS and SHARD_STATS with OK; SNAPSHOT with OK: "shard", "lsn" =
+ *                the LSN the snapshot covers; AUDIT with OK: "shard", "skus",
+ *                "stock", "reserved", "sold", "holds_active")
  *   HELLO        as above
- *   NONE         (empty) every other combination
+ *   NONE         (empty) every other combination (e.g. SNAPSHOT with BUSY: the
+ *                previous snapshot is still being written, ask again; AUDIT with
+ *                AUDIT_FAILED: the reason is in the ledger's log)
  *
  * VALIDITY. Decoders reject (WIRE_DECODE_ERROR, with a reason) a frame whose
  * length is out of bounds, whose op or status is unknown, whose flags are
@@ -85,7 +96,7 @@
 #define WIRE_SESSION_MAX 128
 #define WIRE_IDEM_KEY_MAX 128
 #define WIRE_NAME_MAX 200
-#define WIRE_STATS_MAX 48
+#define WIRE_STATS_MAX 64 /* 64 x (1 + 47 + 8) bytes fits WIRE_FRAME_MAX */
 #define WIRE_STAT_NAME_MAX 47
 
 #define WIRE_STOCK_MAX 2147483647LL
@@ -102,6 +113,9 @@ typedef enum WireOp {
 	WIRE_OP_GET_SKU = 7,
 	WIRE_OP_PUT_SKU = 8,
 	WIRE_OP_STATS = 9,
+	WIRE_OP_SHARD_STATS = 10,
+	WIRE_OP_SNAPSHOT = 11,
+	WIRE_OP_AUDIT = 12,
 } WireOp;
 
 typedef enum WireStatus {
@@ -120,6 +134,7 @@ typedef enum WireStatus {
 	WIRE_ALREADY_CONFIRMED = 19,
 	WIRE_STOCK_BELOW_COMMITTED = 20,
 	WIRE_MISSING_STOCK = 21,          /* PUT_SKU creating a SKU without stock */
+	WIRE_AUDIT_FAILED = 22,           /* AUDIT found a broken invariant */
 	WIRE_BUSY = 30,                   /* queue full: retry after a moment */
 	WIRE_SHUTTING_DOWN = 31,
 	WIRE_VERSION_MISMATCH = 32,
@@ -168,6 +183,7 @@ typedef struct WireRequest {
 	WireSkuSettings settings;         /* PUT_SKU */
 	uint32_t magic;                   /* HELLO */
 	uint16_t version;                 /* HELLO */
+	uint16_t shard;                   /* SHARD_STATS, SNAPSHOT, AUDIT */
 } WireRequest;
 
 typedef struct WireReservation {

@@ -457,17 +457,36 @@ static void handle_metrics(Api *api, HttpRequest *req, const RouteSegment *param
 			   HttpResponse *resp)
 {
 	WireRequest q = { .op = WIRE_OP_STATS };
-	WireResponse w;
+	WireResponse w, *shards = NULL;
+	unsigned nshards = 0;
 	const char *why;
-	int rc;
+	int rc, up;
 
 	/* A scrape must work while the ledger is down: it is when it matters. */
 	rc = ledger_conn_call(api->ledger, &q, &w, &why);
+	up = rc == 0 && w.status == WIRE_OK;
 	resp->status = 200;
 	resp->content_type = METRICS_CONTENT_TYPE;
 	buf_reset(&resp->body);
 	if (api->metrics) {
-		metrics_render(api->metrics, rc == 0 && w.status == WIRE_OK ? &w : NULL, &resp->body);
+		/* Then each shard's figures; all or none, so a scrape never shows a
+		 * partial set of shards. Each call has the ledger timeout. */
+		uint64_t n = up ? wire_stat_value(&w, "shards") : 0;
+		if (n > METRICS_SHARDS_MAX)
+			n = METRICS_SHARDS_MAX;
+		if (n)
+			shards = xmalloc((size_t)n * sizeof(*shards));
+		for (unsigned k = 0; k < n; k++) {
+			WireRequest sq = { .op = WIRE_OP_SHARD_STATS, .shard = (uint16_t)k };
+			if (ledger_conn_call(api->ledger, &sq, &shards[k], &why) != 0 ||
+			    shards[k].status != WIRE_OK)
+				break;
+			nshards = k + 1;
+		}
+		if (nshards != n)
+			nshards = 0;
+		metrics_render(api->metrics, up ? &w : NULL, shards, nshards, &resp->body);
+		free(shards);
 	} else {
 		static const char none[] = "# no metrics in this process\n";
 		buf_append(&resp->body, none, sizeof(none) - 1);

@@ -244,8 +244,7 @@ static int reload(void *ctx, int *workers)
 		memcpy(fresh.metrics_file, m->cfg.metrics_file, sizeof(fresh.metrics_file));
 	}
 	m->cfg = fresh;
-	if (log_level_parse(m->cfg.log_level, &log_level) != 0)
-		log_level = LOG_INFO;
+	(void)log_set_level(m->cfg.log_level); /* validated by cfg_load */
 	*workers = m->cfg.fcgi_workers;
 	log_info("reload: configuration read again");
 	return 0;
@@ -290,8 +289,8 @@ int main(int argc, char **argv)
 				"web server, rg-fcgi is one worker\n");
 		return 2;
 	}
-	if (log_level_parse(m.cfg.log_level, &log_level) != 0)
-		log_level = LOG_INFO;
+	(void)log_set_level(m.cfg.log_level); /* validated by cfg_load */
+	cfg_warn_secret_mode(&m.cfg, m.config_path);
 	if (check_only) {
 		if (m.cfg.fcgi_listen[0])
 			printf("rg-fcgi: configuration OK (listen on %s, %d workers)\n",

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -236,7 +237,43 @@ static const char *endpoint_name(unsigned endpoint)
 static int stat_name_ours(const char *name)
 {
 	return strcmp(name, "up") == 0 || strncmp(name, "connects", 8) == 0 ||
-	       strncmp(name, "failures", 8) == 0 || strncmp(name, "roundtrip", 9) == 0;
+	       strncmp(name, "failures", 8) == 0 || strncmp(name, "roundtrip", 9) == 0 ||
+	       strncmp(name, "shard_", 6) == 0 || strncmp(name, "reservations", 12) == 0 ||
+	       strncmp(name, "expiries", 8) == 0;
+}
+
+/* Global STATS values that only ever grow; the rest are gauges. */
+static int stat_is_counter(const char *name)
+{
+	static const char *const counters[] = {
+		"connections_total", "protocol_errors", "confirmed", "released", "timed_out",
+		"forgotten", "busy", "batches", "requests", "fsyncs", "fsync_us_total",
+		"wal_records", "wal_bytes", "snapshots", "writebehind_errors", "peers_refused",
+		"recovered_records",
+	};
+	if (strncmp(name, "reserve_", 8) == 0)
+		return 1;
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+		if (strcmp(name, counters[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* The ledger's RESERVE outcomes: STATS name, outcome label. */
+static const char *const ledger_outcomes[][2] = {
+	{ "reserve_created", "created" },
+	{ "reserve_replayed", "replayed" },
+	{ "reserve_sold_out", "sold_out" },
+	{ "reserve_insufficient_stock", "insufficient_stock" },
+	{ "reserve_limit_exceeded", "limit_exceeded" },
+	{ "reserve_quantity_too_large", "quantity_too_large" },
+	{ "reserve_idempotency_conflict", "idempotency_conflict" },
+	{ "reserve_unknown_sku", "unknown_sku" },
+};
+
+static void family(Buf *out, const char *name, const char *type, const char *help)
+{
+	out_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void render_ledger_stats(const WireResponse *stats, Buf *out)
@@ -256,11 +293,116 @@ static void render_ledger_stats(const WireResponse *stats, Buf *out)
 		name[len] = '\0';
 		if (!len || stat_name_ours(name))
 			continue;
-		out_printf(out, "rg_ledger_%s %llu\n", name, (unsigned long long)st->value);
+		out_printf(out, "# TYPE rg_ledger_%s %s\nrg_ledger_%s %llu\n", name,
+			   stat_is_counter(name) ? "counter" : "gauge", name,
+			   (unsigned long long)st->value);
+	}
+
+	family(out, "rg_ledger_reservations_total", "counter",
+	       "Outcomes of RESERVE in the ledger (all shards).");
+	for (size_t i = 0; i < sizeof(ledger_outcomes) / sizeof(ledger_outcomes[0]); i++)
+		out_printf(out, "rg_ledger_reservations_total{outcome=\"%s\"} %llu\n",
+			   ledger_outcomes[i][1],
+			   (unsigned long long)wire_stat_value(stats, ledger_outcomes[i][0]));
+	family(out, "rg_ledger_expiries_total", "counter",
+	       "Holds that reached expires_at unconfirmed and returned their units.");
+	out_printf(out, "rg_ledger_expiries_total %llu\n",
+		   (unsigned long long)wire_stat_value(stats, "timed_out"));
+}
+
+/* One value per shard. div > 1 prints value/div with three decimals (ms -> s). */
+static void render_per_shard(Buf *out, const WireResponse *shards, unsigned n, const char *metric,
+			     const char *type, const char *help, const char *stat, unsigned div)
+{
+	family(out, metric, type, help);
+	for (unsigned k = 0; k < n; k++) {
+		uint64_t v = wire_stat_value(&shards[k], stat);
+		if (div > 1)
+			out_printf(out, "%s{shard=\"%u\"} %llu.%03llu\n", metric, k,
+				   (unsigned long long)(v / div),
+				   (unsigned long long)(v % div * 1000 / div));
+		else
+			out_printf(out, "%s{shard=\"%u\"} %llu\n", metric, k, (unsigned long long)v);
 	}
 }
 
-void metrics_render(Metrics *m, const WireResponse *stats, Buf *out)
+/* A histogram from the stats named prefix<bound>[unit] (in the ledger's
+ * order, increasing), one series set per shard. A bound with the suffix "us"
+ * is shown in seconds. sum_stat/sum_div give _sum (sum_div 1e6: us -> s). */
+static void render_histogram(Buf *out, const WireResponse *shards, unsigned n, const char *metric,
+			     const char *help, const char *prefix, const char *sum_stat,
+			     uint64_t sum_div)
+{
+	size_t plen = strlen(prefix);
+
+	family(out, metric, "histogram", help);
+	for (unsigned k = 0; k < n; k++) {
+		const WireResponse *r = &shards[k];
+		uint64_t cumulative = 0;
+		for (unsigned i = 0; i < r->u.stats.count && i < WIRE_STATS_MAX; i++) {
+			const WireStat *st = &r->u.stats.item[i];
+			const char *bound = st->name + plen;
+			char le[32];
+			if (strncmp(st->name, prefix, plen) != 0)
+				continue;
+			cumulative += st->value;
+			size_t blen = strlen(bound);
+			if (strcmp(bound, "inf") == 0)
+				snprintf(le, sizeof(le), "+Inf");
+			else if (blen > 2 && strcmp(bound + blen - 2, "us") == 0)
+				snprintf(le, sizeof(le), "%g", strtod(bound, NULL) / 1e6);
+			else
+				snprintf(le, sizeof(le), "%.20s", bound);
+			out_printf(out, "%s_bucket{shard=\"%u\",le=\"%s\"} %llu\n", metric, k, le,
+				   (unsigned long long)cumulative);
+		}
+		uint64_t sum = wire_stat_value(r, sum_stat);
+		if (sum_div > 1)
+			out_printf(out, "%s_sum{shard=\"%u\"} %llu.%06llu\n", metric, k,
+				   (unsigned long long)(sum / sum_div),
+				   (unsigned long long)(sum % sum_div * 1000000 / sum_div));
+		else
+			out_printf(out, "%s_sum{shard=\"%u\"} %llu\n", metric, k, (unsigned long long)sum);
+		out_printf(out, "%s_count{shard=\"%u\"} %llu\n", metric, k,
+			   (unsigned long long)cumulative);
+	}
+}
+
+static void render_shards(const WireResponse *shards, unsigned n, Buf *out)
+{
+	render_per_shard(out, shards, n, "rg_ledger_shard_queue_depth", "gauge",
+			 "Requests waiting in the shard's inbox at the scrape.", "queue_len", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_holds_active", "gauge",
+			 "Live holds (reserved, neither confirmed, released nor expired).",
+			 "holds_active", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_expiries_total", "counter",
+			 "Holds the shard timed out.", "timed_out", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_busy_total", "counter",
+			 "Requests refused with busy because the shard's inbox was full.", "busy", 1);
+	render_histogram(out, shards, n, "rg_ledger_shard_batch_requests",
+			 "Requests answered per batch (one WAL write and fdatasync: group commit).",
+			 "batch_le_", "requests", 1);
+	render_histogram(out, shards, n, "rg_ledger_shard_fsync_seconds",
+			 "Time of one batch's WAL write plus fdatasync.", "fsync_le_",
+			 "fsync_us_total", 1000000);
+	render_per_shard(out, shards, n, "rg_ledger_shard_last_lsn", "gauge",
+			 "LSN of the shard's newest durable WAL record.", "last_lsn", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_snapshot_lsn", "gauge",
+			 "LSN the shard's newest snapshot on disk covers.", "snapshot_lsn", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_writebehind_lag_records", "gauge",
+			 "Durable WAL records not yet in PostgreSQL.", "writebehind_lag_records", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_writebehind_lag_seconds", "gauge",
+			 "Age of the oldest durable record not yet in PostgreSQL.",
+			 "writebehind_lag_ms", 1000);
+	render_per_shard(out, shards, n, "rg_ledger_shard_writebehind_errors_total", "counter",
+			 "Failed write-behind transactions and connections.", "writebehind_errors", 1);
+	render_per_shard(out, shards, n, "rg_ledger_shard_pg_connected", "gauge",
+			 "1 while the shard's write-behind connection to PostgreSQL works.",
+			 "writebehind_connected", 1);
+}
+
+void metrics_render(Metrics *m, const WireResponse *stats, const WireResponse *shards,
+		    unsigned nshards, Buf *out)
 {
 	MetricsShm *s = m->shm;
 	uint64_t cumulative = 0, sum_ns;
@@ -317,6 +459,9 @@ void metrics_render(Metrics *m, const WireResponse *stats, Buf *out)
 	out_printf(out, "# HELP rg_ledger_up 1 when the ledger answered STATS for this scrape.\n"
 			"# TYPE rg_ledger_up gauge\n"
 			"rg_ledger_up %d\n", stats ? 1 : 0);
-	if (stats)
-		render_ledger_stats(stats, out);
+	if (!stats)
+		return;
+	render_ledger_stats(stats, out);
+	if (shards && nshards)
+		render_shards(shards, nshards, out);
 }

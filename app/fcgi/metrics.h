@@ -20,7 +20,28 @@
  *   u64 ledger_connects, ledger_failures
  * A file whose version or size differs (another release) is reset under an
  * flock, with a warning: counters may restart from zero, as Prometheus
- * counters are allowed to. */
+ * counters are allowed to.
+ *
+ * LEDGER SERIES. The ledger's own figures are not kept here: each scrape asks
+ * the ledger (STATS, then SHARD_STATS per shard, each within
+ * ledger_timeout_ms) and renders the answers. Every global STATS value
+ * appears as rg_ledger_<name> (typed counter or gauge; scripts/audit reads
+ * some), plus these families:
+ *   rg_ledger_reservations_total{outcome}     ledger RESERVE outcomes
+ *   rg_ledger_expiries_total                  holds timed out
+ *   rg_ledger_shard_queue_depth{shard}        requests waiting in the inbox
+ *   rg_ledger_shard_holds_active{shard}
+ *   rg_ledger_shard_expiries_total{shard}
+ *   rg_ledger_shard_busy_total{shard}         refused with a full inbox
+ *   rg_ledger_shard_batch_requests{shard}     histogram: requests per batch
+ *   rg_ledger_shard_fsync_seconds{shard}      histogram: WAL write + fdatasync
+ *   rg_ledger_shard_last_lsn{shard}, rg_ledger_shard_snapshot_lsn{shard}
+ *   rg_ledger_shard_writebehind_lag_records{shard}, _lag_seconds{shard},
+ *   rg_ledger_shard_writebehind_errors_total{shard},
+ *   rg_ledger_shard_pg_connected{shard}       1 while its PostgreSQL link works
+ * The ledger names histogram buckets by their bound (batch_le_16,
+ * fsync_le_2500us, ..._le_inf), so no table of bounds is repeated here.
+ * When the ledger does not answer, none of these appear and rg_ledger_up is 0. */
 #ifndef RG_METRICS_H
 #define RG_METRICS_H
 
@@ -68,9 +89,15 @@ void metrics_roundtrip(Metrics *m, int64_t ns);
 void metrics_ledger_connect(Metrics *m);
 void metrics_ledger_failure(Metrics *m);
 
-/* The exposition text: our counters, and when stats is not NULL every value
- * of a ledger STATS answer as rg_ledger_<name> (rg_ledger_up says which). */
-void metrics_render(Metrics *m, const WireResponse *stats, Buf *out);
+/* Bounds the per-shard answers one scrape asks for (cfg allows 256 shards). */
+#define METRICS_SHARDS_MAX 256
+
+/* The exposition text: our counters, and when stats (a ledger STATS answer)
+ * is not NULL the ledger series above; shards[0..nshards) are its
+ * SHARD_STATS answers (nshards 0: no per-shard series). rg_ledger_up says
+ * whether stats was given. */
+void metrics_render(Metrics *m, const WireResponse *stats, const WireResponse *shards,
+		    unsigned nshards, Buf *out);
 
 /* Test helpers: a counter's current value. */
 uint64_t metrics_http_count(Metrics *m, unsigned endpoint, int status);

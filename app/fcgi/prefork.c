@@ -1,4 +1,9 @@
-/* prefork.c — master/worker supervision (see prefork.h). */
+/* prefork.c — master/worker supervision (see prefork.h).
+ *
+ * Under systemd (Type=notify) the master says READY=1 once its first workers
+ * run, RELOADING=1 ... READY=1 around a SIGHUP, STOPPING=1 at SIGTERM, and
+ * WATCHDOG=1 from its loop when WatchdogSec= is set. Only the master talks to
+ * systemd: workers lose NOTIFY_SOCKET and WATCHDOG_* before they run. */
 #include "fcgi/prefork.h"
 
 #include <errno.h>
@@ -10,6 +15,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -33,6 +40,8 @@ typedef struct Prefork {
 	size_t retiring_len, retiring_cap;
 	int stopping;
 	int64_t stop_deadline_ns;
+	int64_t watchdog_ns;     /* 0: no systemd watchdog; else the ping interval */
+	int64_t watchdog_due_ns;
 } Prefork;
 
 static void on_sigchld(int sig)
@@ -65,6 +74,9 @@ static void worker_main(Prefork *p)
 	sigaction(SIGTERM, &dfl, NULL);
 	sigaction(SIGINT, &dfl, NULL);
 	sigprocmask(SIG_SETMASK, &p->orig_mask, NULL);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
 	free(p->retiring);
 	exit(p->pc->worker(p->pc->ctx));
 }
@@ -177,6 +189,7 @@ static void signal_all(Prefork *p, int sig)
 static void begin_stop(Prefork *p, int sig)
 {
 	log_info("%s: stopping %d workers after their current requests", strsignal(sig), running(p));
+	sd_notify(0, "STOPPING=1\nSTATUS=waiting for the requests in flight");
 	p->stopping = 1;
 	p->stop_deadline_ns = clock_mono_ns() + (int64_t)PREFORK_STOP_TIMEOUT_S * 1000000000;
 	signal_all(p, SIGTERM);
@@ -189,8 +202,10 @@ static void replace_workers(Prefork *p)
 	Slot old[PREFORK_WORKERS_MAX];
 	int nold = p->nslots;
 
+	sd_notify(0, "RELOADING=1");
 	if (p->pc->reload && p->pc->reload(p->pc->ctx, &workers) < 0) {
 		log_warn("reload failed; keeping the running workers");
+		sd_notify(0, "READY=1");
 		return;
 	}
 	if (workers < 1 || workers > PREFORK_WORKERS_MAX)
@@ -206,6 +221,7 @@ static void replace_workers(Prefork *p)
 	}
 	log_info("reloaded: %d new workers started, %zu old ones finishing", p->nslots,
 		 p->retiring_len);
+	sd_notifyf(0, "READY=1\nSTATUS=%d workers", p->nslots);
 }
 
 /* How long the loop may sleep: until the next restart or the stop deadline. */
@@ -221,6 +237,8 @@ static int next_timeout(const Prefork *p, struct timespec *ts)
 				due = p->slots[i].restart_at_ns;
 		}
 	}
+	if (p->watchdog_ns && p->watchdog_due_ns < due)
+		due = p->watchdog_due_ns;
 	if (due == INT64_MAX)
 		return 0;
 	due = due > now ? due - now : 0;
@@ -253,6 +271,12 @@ int prefork_run(const PreforkConfig *pc)
 		goto out;
 	}
 	log_info("master %d: %d workers", (int)p->master, p->nslots);
+	{
+		uint64_t usec = 0;
+		if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
+			p->watchdog_ns = (int64_t)usec * 1000 / 2; /* half, as sd_watchdog_enabled(3) advises */
+	}
+	sd_notifyf(0, "READY=1\nSTATUS=%d workers", p->nslots);
 
 	for (;;) {
 		struct timespec ts;
@@ -262,6 +286,11 @@ int prefork_run(const PreforkConfig *pc)
 		reap(p);
 		if (p->stopping && running(p) == 0)
 			break;
+		/* The master's loop turns: it reaps, restarts and forwards signals. */
+		if (p->watchdog_ns && clock_mono_ns() >= p->watchdog_due_ns) {
+			sd_notify(0, "WATCHDOG=1");
+			p->watchdog_due_ns = clock_mono_ns() + p->watchdog_ns;
+		}
 		if (!p->stopping) {
 			int64_t now = clock_mono_ns();
 			for (int i = 0; i < p->nslots; i++) {

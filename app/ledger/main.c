@@ -5,11 +5,21 @@
  * count, recover every shard, and only then open the socket, so nobody is
  * answered before the state is whole. PostgreSQL is not needed to start or
  * to sell: with pg_conninfo set, the write-behind writers and the catalog
- * adoption start after the shards and wait for it on their own threads. */
+ * adoption start after the shards and wait for it on their own threads.
+ *
+ * Under systemd (Type=notify) it reports READY=1 only once every shard has
+ * recovered and the socket listens, STOPPING=1 when SIGTERM starts the drain,
+ * and RELOADING=1/READY=1 around SIGHUP. With WatchdogSec= set, a watchdog
+ * thread sends WATCHDOG=1 only after a probe went all the way through: a
+ * PING answered by the I/O thread and a read answered by every shard (shard
+ * thread and syncer), so a stuck loop or shard stops the pings and systemd
+ * restarts the ledger. Without NOTIFY_SOCKET all of this is a no-op. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +29,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "common/cfg.h"
+#include "common/clock.h"
+#include "common/hash.h"
+#include "common/ledger_client.h"
 #include "common/log.h"
 #include "common/xmalloc.h"
 #include "ledger/catalog.h"
@@ -122,6 +137,190 @@ static int settle_shards(const char *dir, int configured)
 	return n;
 }
 
+/* ---- systemd watchdog: proves the I/O thread and every shard answer ----------- */
+
+typedef struct Watchdog {
+	const char *socket_path;
+	unsigned nshards;
+	int interval_ms;              /* half of WATCHDOG_USEC, as sd_watchdog_enabled(3) advises */
+	int stop_pipe[2];
+	pthread_t thread;
+	LedgerClient *client;         /* the probe connection, reopened after any error */
+	char (*probe_sku)[WIRE_SKU_MAX + 1]; /* per shard, a SKU name that shard owns */
+	int healthy;                  /* the last probe's verdict, to log only changes */
+} Watchdog;
+
+/* For each shard, "rg:watchdog:N" with the first N that routes to it. Should a
+ * shop ever name a SKU so, the probe reads it, which proves just as much. */
+static void watchdog_pick_skus(Watchdog *w)
+{
+	unsigned found = 0;
+
+	w->probe_sku = xcalloc(w->nshards, sizeof(*w->probe_sku));
+	for (unsigned i = 0; found < w->nshards; i++) {
+		char name[WIRE_SKU_MAX + 1];
+		int len = snprintf(name, sizeof(name), "rg:watchdog:%u", i);
+		unsigned k = hash_shard(hash_route(name, (size_t)len), w->nshards);
+		if (!w->probe_sku[k][0]) {
+			memcpy(w->probe_sku[k], name, (size_t)len + 1);
+			found++;
+		}
+	}
+}
+
+/* One PING (answered by the I/O thread) and one GET_SKU per shard (answered
+ * by its shard thread once its syncer released the batch), all within the
+ * interval. Returns 1 when everything answered, 0 otherwise (why says what). */
+static int watchdog_probe(Watchdog *w, char *why, size_t why_len)
+{
+	int64_t deadline;
+	int rc;
+
+	if (!w->client) {
+		rc = ledger_client_connect(w->socket_path, w->interval_ms, &w->client);
+		if (rc != 0) {
+			w->client = NULL;
+			snprintf(why, why_len, "cannot connect to %s: %s", w->socket_path, strerror(-rc));
+			return 0;
+		}
+	}
+	WireRequest ping = { .op = WIRE_OP_PING };
+	ledger_client_send(w->client, &ping);
+	for (unsigned i = 0; i < w->nshards; i++) {
+		WireRequest get = { .op = WIRE_OP_GET_SKU };
+		wire_set_str(get.sku, &get.sku_len, w->probe_sku[i], strlen(w->probe_sku[i]),
+			     WIRE_SKU_MAX);
+		ledger_client_send(w->client, &get);
+	}
+	rc = ledger_client_flush(w->client);
+	deadline = clock_mono_ns() + (int64_t)w->interval_ms * 1000000;
+	for (unsigned got = 0; rc == 0 && got <= w->nshards; got++) {
+		WireResponse resp;
+		int64_t left_ms = (deadline - clock_mono_ns()) / 1000000;
+		rc = ledger_client_recv(w->client, &resp, left_ms > 0 ? (int)left_ms : 0);
+		/* busy or shutting down: that shard did not prove it is working */
+		if (rc == 0 && (resp.status == WIRE_BUSY || resp.status == WIRE_SHUTTING_DOWN)) {
+			snprintf(why, why_len, "a probe was answered %s",
+				 resp.status == WIRE_BUSY ? "busy" : "shutting down");
+			rc = -EAGAIN;
+		}
+	}
+	if (rc != 0) {
+		if (rc != -EAGAIN)
+			snprintf(why, why_len, "no answer from every shard within %d ms (%s)",
+				 w->interval_ms, strerror(-rc));
+		ledger_client_close(w->client); /* late answers must not count next time */
+		w->client = NULL;
+		return 0;
+	}
+	return 1;
+}
+
+static void *watchdog_main(void *arg)
+{
+	Watchdog *w = arg;
+	struct pollfd pfd = { .fd = w->stop_pipe[0], .events = POLLIN };
+
+	log_set_context("watchdog");
+	for (;;) {
+		char why[256] = "";
+		int64_t t0 = clock_mono_ns();
+		int ok = watchdog_probe(w, why, sizeof(why));
+
+		if (ok)
+			sd_notify(0, "WATCHDOG=1");
+		if (ok != w->healthy) {
+			if (ok)
+				log_info("every shard answers again: pinging systemd's watchdog");
+			else
+				log_warn("%s: not pinging systemd's watchdog", why);
+			w->healthy = ok;
+		}
+		int64_t left_ms = w->interval_ms - (clock_mono_ns() - t0) / 1000000;
+		if (poll(&pfd, 1, left_ms > 0 ? (int)left_ms : 0) != 0)
+			break; /* stop asked (or the pipe broke) */
+	}
+	ledger_client_close(w->client);
+	return NULL;
+}
+
+/* Starts the watchdog thread when systemd asked for one (WATCHDOG_USEC for
+ * this pid); returns NULL otherwise. */
+static Watchdog *watchdog_start(const char *socket_path, unsigned nshards)
+{
+	uint64_t usec = 0;
+
+	if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+		return NULL;
+	Watchdog *w = xcalloc(1, sizeof(*w));
+	w->socket_path = socket_path;
+	w->nshards = nshards;
+	w->interval_ms = usec / 2000 > 0 ? (int)(usec / 2000) : 1;
+	w->healthy = 1;
+	watchdog_pick_skus(w);
+	if (pipe2(w->stop_pipe, O_CLOEXEC) != 0 || pthread_create(&w->thread, NULL, watchdog_main, w) != 0)
+		log_fatal("cannot start the watchdog thread: %s", strerror(errno));
+	pthread_setname_np(w->thread, "rg-watchdog"); /* tests find it by name */
+	log_info("systemd watchdog: probing every shard every %d ms", w->interval_ms);
+	return w;
+}
+
+static void watchdog_stop(Watchdog *w)
+{
+	if (!w)
+		return;
+	close(w->stop_pipe[1]); /* poll sees POLLHUP */
+	pthread_join(w->thread, NULL);
+	close(w->stop_pipe[0]);
+	free(w->probe_sku);
+	free(w);
+}
+
+/* ---- SIGHUP --------------------------------------------------------------------- */
+
+typedef struct Reload {
+	const char *config_path;      /* NULL: defaults and environment only */
+	Config *cfg;                  /* the running configuration */
+	Catalog *catalog;             /* NULL when pg_conninfo is empty */
+} Reload;
+
+/* On the I/O thread, for each SIGHUP: reads the config file again. A file
+ * that no longer loads is logged and changes nothing. log_level takes effect
+ * at once; every other key is fixed for the life of the process (sockets,
+ * data layout, shard and PostgreSQL settings) and a change is only reported,
+ * so the operator knows a restart is due. Then catalog adoption runs again
+ * (new products rows), on the catalog's own thread. */
+static void reload(void *ctx)
+{
+	Reload *r = ctx;
+	char why[512] = "";
+	Config fresh;
+
+	sd_notify(0, "RELOADING=1");
+	if (cfg_load(&fresh, r->config_path, why, sizeof(why)) != 0) {
+		log_error("reload: %s; keeping the running configuration", why);
+	} else {
+		for (const CfgKey *k = cfg_keys; k->name; k++) {
+			const char *was = (const char *)r->cfg + k->offset;
+			const char *now = (const char *)&fresh + k->offset;
+			if (memcmp(was, now, k->size) == 0)
+				continue;
+			if (strcmp(k->name, "log_level") == 0) {
+				if (log_set_level(fresh.log_level) == 0) {
+					memcpy(r->cfg->log_level, fresh.log_level, sizeof(fresh.log_level));
+					log_info("reload: log_level is now %s", fresh.log_level);
+				}
+			} else {
+				log_warn("reload: %s changed; it takes effect at the next restart", k->name);
+			}
+		}
+		log_info("reload: configuration %s read again", r->config_path ? r->config_path : "(defaults)");
+	}
+	if (r->catalog)
+		catalog_reload(r->catalog);
+	sd_notify(0, "READY=1");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -156,8 +355,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rg-ledger: %s\n", why);
 		return 2;
 	}
-	if (log_level_parse(cfg.log_level, &log_level) != 0)
-		log_level = LOG_INFO;
+	(void)log_set_level(cfg.log_level); /* validated by cfg_load */
+	cfg_warn_secret_mode(&cfg, config_path);
 	gid_t gid = (gid_t)-1;
 	if (cfg.ledger_socket_group[0]) {
 		struct group *g = getgrnam(cfg.ledger_socket_group);
@@ -201,12 +400,16 @@ int main(int argc, char **argv)
 	Server *srv = NULL;
 	ServerConfig scfg = { .socket_path = cfg.ledger_socket, .socket_mode = cfg.ledger_socket_mode,
 			      .socket_gid = gid, .max_connections = cfg.max_connections,
-			      .inflight_max = INFLIGHT_PER_CONNECTION };
+			      .inflight_max = INFLIGHT_PER_CONNECTION,
+			      .allowed_uids = cfg.ledger_allowed_uids,
+			      .allowed_gids = cfg.ledger_allowed_gids };
 	IdemIndex *idem = idem_new();
 	Shard **shards = xcalloc((size_t)nshards, sizeof(Shard *));
 	char **dirs = xcalloc((size_t)nshards, sizeof(char *));
 	WriteBehind *wb = NULL;
 	Catalog *catalog = NULL;
+	Watchdog *watchdog = NULL;
+	Reload reloader = { .config_path = config_path, .cfg = &cfg };
 	int rc = 1;
 
 	if (server_open(&scfg, &srv, why, sizeof(why)) != 0) {
@@ -228,6 +431,7 @@ int main(int argc, char **argv)
 			},
 		};
 		snprintf(sc.dir, sizeof(sc.dir), "%s/shard-%03d", cfg.data_dir, i);
+		sd_notifyf(0, "STATUS=recovering shard %d of %d", i + 1, nshards);
 		dirs[i] = xstrndup(sc.dir, strlen(sc.dir));
 		if (shard_open(&sc, idem, server_post_replies, srv, &shards[i], why, sizeof(why)) != 0) {
 			log_error("shard %d: %s", i, why);
@@ -257,11 +461,18 @@ int main(int argc, char **argv)
 					    (unsigned)nshards, &catalog);
 		if (err != 0)
 			log_fatal("cannot start the write-behind threads: %s", strerror(-err));
-		server_set_reload_hook(srv, catalog_reload, catalog);
 	} else {
 		log_info("pg_conninfo is empty: write-behind to PostgreSQL and catalog adoption are off");
 	}
+	reloader.catalog = catalog;
+	server_set_reload_hook(srv, reload, &reloader);
+	/* Recovered and listening: connections wait in the backlog until the
+	 * loop below takes them, so systemd may start the workers now. */
+	sd_notifyf(0, "READY=1\nSTATUS=serving %s with %d shards", cfg.ledger_socket, nshards);
+	watchdog = watchdog_start(cfg.ledger_socket, (unsigned)nshards);
 	int run_rc = server_run(srv);
+	sd_notify(0, "STOPPING=1\nSTATUS=finishing the requests in flight, writing snapshots");
+	watchdog_stop(watchdog);
 	if (run_rc != 0)
 		log_error("event loop failed: %s", strerror(-run_rc));
 	/* Answer first: every request already queued is made durable and its

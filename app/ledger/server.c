@@ -3,8 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +32,8 @@
 /* A connection whose unsent answers reach this stops being read until the
  * peer takes them: one client that never reads cannot grow the ledger. */
 #define OUT_HIGH_WATER ((size_t)256 << 10)
+#define PEER_IDS_MAX 32
+#define PEER_LOG_INTERVAL_MS 1000
 
 typedef struct Conn {
 	int fd;                    /* -1: free slot */
@@ -60,6 +65,15 @@ struct Server {
 
 	uint64_t connections_total, protocol_errors, busy_inflight;
 	int accept_paused;         /* out of descriptors: the listen fd is out of epoll */
+
+	/* SO_PEERCRED check (server.h PEERS); off when both lists are empty. */
+	int peer_check;
+	uid_t peer_uids[PEER_IDS_MAX];
+	gid_t peer_gids[PEER_IDS_MAX];
+	size_t n_peer_uids, n_peer_gids;
+	uint64_t peers_refused;
+	uint64_t peers_refused_unlogged;
+	int64_t peer_logged_ms;    /* monotonic ms of the last refusal logged */
 };
 
 /* ---- connections --------------------------------------------------------------- */
@@ -174,6 +188,9 @@ static unsigned route(const Server *srv, const WireRequest *req)
 	case WIRE_OP_RELEASE:
 	case WIRE_OP_GET_RESERVATION:
 		return hash_shard(resid_route(&req->reservation), srv->nshards);
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
+		return req->shard; /* checked against nshards in handle_request */
 	default:
 		return hash_shard(hash_route(req->sku, req->sku_len), srv->nshards);
 	}
@@ -275,6 +292,57 @@ static void answer_stats(Server *srv, Conn *c, const WireRequest *req)
 	stat_add(&resp, "writebehind_lag_ms", sum.wb_lag_ms);
 	stat_add(&resp, "writebehind_connected_shards", sum.wb_connected);
 	stat_add(&resp, "writebehind_errors", sum.wb_errors);
+	stat_add(&resp, "peers_refused", srv->peers_refused);
+	conn_reply(srv, c, &resp);
+}
+
+/* One shard's figures; histogram buckets are named by their upper bound
+ * ("batch_le_16", "fsync_le_2500us", "..._le_inf"), so a reader needs no
+ * table of bounds to label them. */
+static void answer_shard_stats(Server *srv, Conn *c, const WireRequest *req)
+{
+	ShardStats st;
+	char name[WIRE_STAT_NAME_MAX + 1];
+
+	shard_stats(srv->shards[req->shard], &st);
+	WireResponse resp = { .id = req->id, .op = req->op, .status = WIRE_OK };
+	stat_add(&resp, "shard", req->shard);
+	stat_add(&resp, "queue_len", st.queue_len);
+	stat_add(&resp, "busy", st.busy);
+	stat_add(&resp, "skus", st.book.skus);
+	stat_add(&resp, "holds_active", st.book.holds_active);
+	stat_add(&resp, "timed_out", st.book.timed_out);
+	stat_add(&resp, "batches", st.batches);
+	stat_add(&resp, "requests", st.requests);
+	stat_add(&resp, "fsyncs", st.fsyncs);
+	stat_add(&resp, "fsync_us_total", st.fsync_ns_total / 1000);
+	stat_add(&resp, "fsync_us_max", st.fsync_ns_max / 1000);
+	stat_add(&resp, "wal_records", st.records);
+	stat_add(&resp, "wal_bytes", st.wal_bytes);
+	stat_add(&resp, "last_lsn", st.last_lsn);
+	stat_add(&resp, "snapshots", st.snapshots);
+	stat_add(&resp, "snapshot_lsn", st.snapshot_lsn);
+	stat_add(&resp, "writebehind_applied_lsn", st.wb_applied_lsn);
+	stat_add(&resp, "writebehind_lag_records", st.wb_lag_records);
+	stat_add(&resp, "writebehind_lag_ms", st.wb_lag_ms);
+	stat_add(&resp, "writebehind_connected", st.wb_connected);
+	stat_add(&resp, "writebehind_errors", st.wb_errors);
+	for (unsigned i = 0; i < SHARD_BATCH_BUCKETS; i++) {
+		if (i + 1 < SHARD_BATCH_BUCKETS)
+			snprintf(name, sizeof(name), "batch_le_%llu",
+				 (unsigned long long)shard_batch_bound[i]);
+		else
+			snprintf(name, sizeof(name), "batch_le_inf");
+		stat_add(&resp, name, st.batch_hist[i]);
+	}
+	for (unsigned i = 0; i < SHARD_FSYNC_BUCKETS; i++) {
+		if (i + 1 < SHARD_FSYNC_BUCKETS)
+			snprintf(name, sizeof(name), "fsync_le_%lluus",
+				 (unsigned long long)shard_fsync_bound_us[i]);
+		else
+			snprintf(name, sizeof(name), "fsync_le_inf");
+		stat_add(&resp, name, st.fsync_hist[i]);
+	}
 	conn_reply(srv, c, &resp);
 }
 
@@ -305,6 +373,16 @@ static int handle_request(Server *srv, Conn *c, const WireRequest *req)
 	case WIRE_OP_STATS:
 		answer_stats(srv, c, req);
 		return 0;
+	case WIRE_OP_SHARD_STATS:
+		if (req->shard >= srv->nshards)
+			return -1;
+		answer_shard_stats(srv, c, req);
+		return 0;
+	case WIRE_OP_SNAPSHOT:
+	case WIRE_OP_AUDIT:
+		if (req->shard >= srv->nshards)
+			return -1;
+		break;
 	}
 	if (c->inflight >= (uint32_t)srv->cfg.inflight_max) {
 		srv->busy_inflight++;
@@ -361,6 +439,44 @@ static void conn_read(Server *srv, Conn *c)
 		conn_mark_dirty(srv, c); /* flush, and settle what to poll for */
 }
 
+/* 1 when the peer on fd may talk to the ledger (server.h PEERS). */
+static int peer_allowed(Server *srv, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (!srv->peer_check)
+		return 1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred)) {
+		log_warn("SO_PEERCRED: %s; refusing the connection", strerror(errno));
+		return 0;
+	}
+	if (cred.uid == 0 || cred.uid == geteuid())
+		return 1;
+	for (size_t i = 0; i < srv->n_peer_uids; i++)
+		if (cred.uid == srv->peer_uids[i])
+			return 1;
+	for (size_t i = 0; i < srv->n_peer_gids; i++)
+		if (cred.gid == srv->peer_gids[i])
+			return 1;
+	srv->peers_refused++;
+	int64_t now_ms = clock_mono_ns() / 1000000;
+	if (srv->peer_logged_ms && now_ms - srv->peer_logged_ms < PEER_LOG_INTERVAL_MS) {
+		srv->peers_refused_unlogged++;
+		return 0;
+	}
+	char more[64] = "";
+	if (srv->peers_refused_unlogged)
+		snprintf(more, sizeof(more), " (and %llu more since the last such line)",
+			 (unsigned long long)srv->peers_refused_unlogged);
+	log_warn("refused a connection from pid %ld uid %lu gid %lu: not in ledger_allowed_uids "
+		 "or ledger_allowed_gids%s", (long)cred.pid, (unsigned long)cred.uid,
+		 (unsigned long)cred.gid, more);
+	srv->peers_refused_unlogged = 0;
+	srv->peer_logged_ms = now_ms;
+	return 0;
+}
+
 static void accept_all(Server *srv)
 {
 	for (;;) {
@@ -377,6 +493,10 @@ static void accept_all(Server *srv)
 				log_warn("accept: %s", strerror(errno));
 			}
 			return;
+		}
+		if (!peer_allowed(srv, fd)) {
+			close(fd);
+			continue;
 		}
 		if (srv->free_len == 0) {
 			log_warn("max_connections (%d) reached: refusing a connection", srv->cfg.max_connections);
@@ -460,13 +580,84 @@ static int socket_in_use(const char *path)
 	return live;
 }
 
+/* Parses a comma-separated list of names or numeric ids into ids[]: user
+ * names when users, else group names. Returns 0 or -EINVAL with why. */
+static int parse_ids(const char *list, const char *key, int users, unsigned *ids, size_t *n,
+		     char *why, size_t why_len)
+{
+	char item[64];
+	const char *p = list ? list : "";
+
+	*n = 0;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		const char *next = p[len] ? p + len + 1 : p + len;
+		while (len && (*p == ' ' || *p == '\t')) {
+			p++;
+			len--;
+		}
+		while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (len == 0 || len >= sizeof(item)) {
+			snprintf(why, why_len, "%s: empty or overlong entry in '%s'", key, list);
+			return -EINVAL;
+		}
+		if (*n == PEER_IDS_MAX) {
+			snprintf(why, why_len, "%s: more than %d entries", key, PEER_IDS_MAX);
+			return -EINVAL;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(item, &end, 10);
+		if (*end == '\0' && errno == 0 && item[0] >= '0' && item[0] <= '9' && v < UINT32_MAX) {
+			ids[(*n)++] = (unsigned)v;
+		} else if (users) {
+			struct passwd *pw = getpwnam(item);
+			if (!pw) {
+				snprintf(why, why_len, "%s: no such user '%s'", key, item);
+				return -EINVAL;
+			}
+			ids[(*n)++] = (unsigned)pw->pw_uid;
+		} else {
+			struct group *gr = getgrnam(item);
+			if (!gr) {
+				snprintf(why, why_len, "%s: no such group '%s'", key, item);
+				return -EINVAL;
+			}
+			ids[(*n)++] = (unsigned)gr->gr_gid;
+		}
+		p = next;
+	}
+	return 0;
+}
+
 int server_open(const ServerConfig *cfg, Server **out, char *why, size_t why_len)
 {
 	Server *srv = xcalloc(1, sizeof(*srv));
+	unsigned ids[PEER_IDS_MAX];
 	int rc;
 
 	srv->cfg = *cfg;
+	srv->cfg.allowed_uids = srv->cfg.allowed_gids = NULL; /* borrowed only for this call */
 	srv->listen_fd = srv->epoll_fd = srv->event_fd = srv->signal_fd = -1;
+	rc = parse_ids(cfg->allowed_uids, "ledger_allowed_uids", 1, ids, &srv->n_peer_uids, why, why_len);
+	for (size_t i = 0; rc == 0 && i < srv->n_peer_uids; i++)
+		srv->peer_uids[i] = (uid_t)ids[i];
+	if (rc == 0)
+		rc = parse_ids(cfg->allowed_gids, "ledger_allowed_gids", 0, ids, &srv->n_peer_gids,
+			       why, why_len);
+	for (size_t i = 0; rc == 0 && i < srv->n_peer_gids; i++)
+		srv->peer_gids[i] = (gid_t)ids[i];
+	if (rc != 0) {
+		free(srv);
+		return rc;
+	}
+	srv->peer_check = srv->n_peer_uids > 0 || srv->n_peer_gids > 0;
+	if (srv->peer_check)
+		log_info("ledger socket peers: root, uid %lu, %zu listed uid(s), %zu listed gid(s)",
+			 (unsigned long)geteuid(), srv->n_peer_uids, srv->n_peer_gids);
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -565,6 +756,7 @@ int server_run(Server *srv)
 {
 	struct epoll_event events[256];
 
+	log_set_context("server");
 	log_info("serving %s (%u shards)", srv->cfg.socket_path, srv->nshards);
 	for (;;) {
 		int n = epoll_wait(srv->epoll_fd, events, 256, -1);

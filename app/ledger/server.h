@@ -8,7 +8,16 @@
  * A connection that sends a malformed frame is closed; nothing else is
  * affected. Full shard inboxes and too many requests in flight on one
  * connection are answered "busy" at once. SIGTERM/SIGINT (via signalfd) stop
- * the loop; SIGHUP calls the reload hook (catalog adoption). */
+ * the loop; SIGHUP calls the reload hook (catalog adoption).
+ *
+ * PEERS. Beyond the socket's mode and group, each accepted connection's peer
+ * is checked with SO_PEERCRED when allowed_uids or allowed_gids is set: root,
+ * the ledger's own uid, a listed uid, or a listed (effective, primary) gid
+ * passes — the kernel reports no supplementary groups. Anyone else is closed
+ * before a byte of theirs is read, counted (STATS peers_refused) and logged
+ * at WARN (at most one line a second, with how many were refused meanwhile,
+ * so a client retrying in a loop cannot flood the log). Both lists empty: no
+ * check, the socket's permissions alone decide. */
 #ifndef RG_SERVER_H
 #define RG_SERVER_H
 
@@ -26,6 +35,10 @@ typedef struct ServerConfig {
 	gid_t socket_gid;          /* (gid_t)-1: leave the group as created */
 	int max_connections;
 	int inflight_max;          /* requests in flight per connection */
+	/* Comma-separated user/group names or numeric ids (borrowed for
+	 * server_open; NULL or "" = none). See PEERS above. */
+	const char *allowed_uids;
+	const char *allowed_gids;
 } ServerConfig;
 
 /* Sets up the event loop; nothing listens yet, so shards can be given the

@@ -21,6 +21,12 @@
 #define SHARD_TICK_MS 250          /* expiry runs at least this often */
 #define SNAPSHOTS_KEPT 2
 
+const uint64_t shard_batch_bound[SHARD_BATCH_BUCKETS - 1] = { 1, 2, 4, 8, 16, 32, 64, 128,
+							      256, 512, 1024 };
+const uint64_t shard_fsync_bound_us[SHARD_FSYNC_BUCKETS - 1] = { 100, 250, 500, 1000, 2500,
+								 5000, 10000, 25000, 50000,
+								 100000, 1000000 };
+
 typedef struct ShardRequest {
 	WireRequest req;
 	uint64_t conn;
@@ -74,6 +80,7 @@ struct Shard {
 	uint64_t deleted_lsn;      /* the syncer deleted segments through this */
 	pthread_cond_t durable_cond; /* the write-behind waits for durable_lsn here */
 	int writebehind;           /* deletion also waits for PostgreSQL */
+	int wb_reported;           /* the writer has said where PostgreSQL is */
 
 	/* Shard thread only. */
 	ShardRequest *work;        /* the inbox array it swapped out */
@@ -163,6 +170,7 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	s->stats.recovered_records = rs.records;
 	s->stats.recovery_ms = (uint64_t)ms;
 	s->stats.last_lsn = s->next_lsn - 1;
+	s->stats.snapshot_lsn = snap_lsn;
 	s->durable_lsn = s->next_lsn - 1;
 	log_info("shard %u recovered: snapshot lsn %llu, %llu wal records replayed in %lld ms, "
 		 "torn tail %llu bytes, next lsn %llu", cfg->index, (unsigned long long)snap_lsn,
@@ -231,11 +239,85 @@ static int batch_full(const Shard *s)
 	       s->building->wal.len >= s->cfg.wal_segment_size / 8;
 }
 
+static void maybe_snapshot(Shard *s, int force);
+
+static void stat_put(WireResponse *resp, const char *name, uint64_t value)
+{
+	WireStat *st = &resp->u.stats.item[resp->u.stats.count++];
+	wire_set_str(st->name, &st->name_len, name, strlen(name), WIRE_STAT_NAME_MAX);
+	st->value = value;
+}
+
+/* SNAPSHOT: see shard.h. */
+static void admin_snapshot(Shard *s, WireResponse *resp)
+{
+	uint64_t current = s->next_lsn - 1;
+
+	pthread_mutex_lock(&s->mu);
+	int busy = s->snap_queued;
+	uint64_t queued = s->snap_lsn, newest = s->stats.snapshot_lsn;
+	pthread_mutex_unlock(&s->mu);
+	if (busy && queued != current) {
+		resp->status = WIRE_BUSY;
+		return;
+	}
+	if (!busy && newest != current)
+		maybe_snapshot(s, 1);
+	resp->status = WIRE_OK;
+	stat_put(resp, "shard", s->cfg.index);
+	stat_put(resp, "lsn", current);
+}
+
+typedef struct AuditSum {
+	uint64_t skus, stock, reserved, sold;
+} AuditSum;
+
+static void audit_add(void *ctx, const WireSku *sku)
+{
+	AuditSum *sum = ctx;
+	sum->skus++;
+	sum->stock += (uint64_t)sku->stock;
+	sum->reserved += (uint64_t)sku->reserved;
+	sum->sold += (uint64_t)sku->sold;
+}
+
+/* AUDIT: see shard.h. */
+static void admin_audit(Shard *s, WireResponse *resp)
+{
+	char why[256];
+	AuditSum sum = { 0 };
+
+	if (book_check_all(s->book, why, sizeof(why)) != 0) {
+		log_error("audit: %s", why);
+		resp->status = WIRE_AUDIT_FAILED;
+		return;
+	}
+	book_foreach_sku(s->book, audit_add, &sum);
+	resp->status = WIRE_OK;
+	stat_put(resp, "shard", s->cfg.index);
+	stat_put(resp, "skus", sum.skus);
+	stat_put(resp, "stock", sum.stock);
+	stat_put(resp, "reserved", sum.reserved);
+	stat_put(resp, "sold", sum.sold);
+	stat_put(resp, "holds_active", book_stats(s->book)->holds_active);
+}
+
 static void apply_requests(Shard *s, size_t n, int64_t now_ms)
 {
 	for (size_t i = 0; i < n; i++) {
+		const WireRequest *req = &s->work[i].req;
 		WireResponse resp;
-		book_execute(s->book, &s->work[i].req, now_ms, &resp, emit_record, s);
+		if (req->op == WIRE_OP_SNAPSHOT || req->op == WIRE_OP_AUDIT) {
+			memset(&resp, 0, sizeof(resp));
+			resp.id = req->id;
+			resp.op = req->op;
+			if (req->op == WIRE_OP_SNAPSHOT)
+				admin_snapshot(s, &resp);
+			else
+				admin_audit(s, &resp);
+		} else {
+			book_execute(s->book, req, now_ms, &resp, emit_record, s);
+		}
 		batch_add_reply(s->building, s->work[i].conn, &resp);
 	}
 }
@@ -382,6 +464,14 @@ static void batch_reset(Batch *b)
 	b->n = 0;
 }
 
+static unsigned hist_bucket(const uint64_t *bound, unsigned nbounds, uint64_t v)
+{
+	unsigned i = 0;
+	while (i < nbounds && v > bound[i])
+		i++;
+	return i;
+}
+
 static void sync_batch(Shard *s, Batch *b)
 {
 	uint64_t fsync_ns = 0;
@@ -420,11 +510,15 @@ static void sync_batch(Shard *s, Batch *b)
 	st->records += b->records;
 	st->wal_bytes += b->wal.len;
 	st->last_lsn += b->records;
+	if (b->n > 0)
+		st->batch_hist[hist_bucket(shard_batch_bound, SHARD_BATCH_BUCKETS - 1, b->n)]++;
 	if (b->wal.len > 0) {
 		st->fsyncs++;
 		st->fsync_ns_total += fsync_ns;
 		if (fsync_ns > st->fsync_ns_max)
 			st->fsync_ns_max = fsync_ns;
+		st->fsync_hist[hist_bucket(shard_fsync_bound_us, SHARD_FSYNC_BUCKETS - 1,
+					   fsync_ns / 1000)]++;
 	}
 	pthread_mutex_unlock(&s->mu);
 	batch_reset(b);
@@ -473,6 +567,7 @@ static void *snapshotter_main(void *arg)
 		s->older_snapshot_lsn = lsn;
 		s->snap_queued = 0;
 		s->stats.snapshots++;
+		s->stats.snapshot_lsn = lsn;
 		pthread_cond_signal(&s->work_cond);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -582,6 +677,11 @@ void shard_stats(Shard *s, ShardStats *out)
 	pthread_mutex_lock(&s->mu);
 	*out = s->stats;
 	out->queue_len = s->inbox_len;
+	/* Measured now, not when the writer last reported: right after a burst
+	 * the writer is busy and the lag is at its largest. */
+	if (s->wb_reported)
+		out->wb_lag_records = s->durable_lsn > s->stats.wb_applied_lsn ?
+				      s->durable_lsn - s->stats.wb_applied_lsn : 0;
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -609,7 +709,7 @@ void shard_report_writebehind(Shard *s, uint64_t applied_lsn, uint64_t lag_ms, i
 {
 	pthread_mutex_lock(&s->mu);
 	s->stats.wb_applied_lsn = applied_lsn;
-	s->stats.wb_lag_records = s->durable_lsn > applied_lsn ? s->durable_lsn - applied_lsn : 0;
+	s->wb_reported = 1;
 	s->stats.wb_lag_ms = lag_ms;
 	s->stats.wb_connected = (uint64_t)connected;
 	s->stats.wb_errors = errors;

@@ -54,7 +54,15 @@ typedef struct ShardReply {
  * the call. Must not block for long: it delays the next fsync. */
 typedef void (*ShardReplyFn)(void *ctx, const ShardReply *replies, size_t n, const uint8_t *data);
 
-/* What a shard has done and holds, published once per batch. */
+/* Histograms of ShardStats: bucket i counts observations <= bound[i]; the
+ * last bucket counts the rest. Buckets are not cumulative. */
+#define SHARD_BATCH_BUCKETS 12    /* requests per released batch: 1, 2, 4 ... 1024 */
+#define SHARD_FSYNC_BUCKETS 12    /* one WAL write + fdatasync, in microseconds */
+extern const uint64_t shard_batch_bound[SHARD_BATCH_BUCKETS - 1];
+extern const uint64_t shard_fsync_bound_us[SHARD_FSYNC_BUCKETS - 1];
+
+/* What a shard has done and holds, published once per batch (by the threads
+ * that already hold the shard's lock then: no lock is added for them). */
 typedef struct ShardStats {
 	BookStats book;
 	uint64_t queue_len;             /* requests waiting now */
@@ -70,6 +78,9 @@ typedef struct ShardStats {
 	uint64_t last_lsn;
 	uint64_t recovered_records;
 	uint64_t recovery_ms;
+	uint64_t snapshot_lsn;          /* the newest snapshot on disk covers the WAL through this */
+	uint64_t batch_hist[SHARD_BATCH_BUCKETS];  /* batches with answers, by requests */
+	uint64_t fsync_hist[SHARD_FSYNC_BUCKETS];  /* fsyncs by latency */
 	/* write-behind (0 when it is off) */
 	uint64_t wb_applied_lsn;        /* the last LSN PostgreSQL has */
 	uint64_t wb_lag_records;        /* durable but not yet in PostgreSQL */
@@ -77,6 +88,17 @@ typedef struct ShardStats {
 	uint64_t wb_connected;          /* 1 while its connection works */
 	uint64_t wb_errors;             /* failed transactions and connections */
 } ShardStats;
+
+/* Admin requests (WIRE_OP_SNAPSHOT, WIRE_OP_AUDIT) go through shard_submit
+ * like any other, so they see the state after everything queued before them:
+ *   SNAPSHOT serialises the book at once and answers the LSN it covers (the
+ *     snapshotter writes the file once that LSN is durable; stats'
+ *     snapshot_lsn reaching it says the file is there), or BUSY while the
+ *     previous snapshot is still being written. Already covered: answers the
+ *     newest snapshot's LSN without writing another.
+ *   AUDIT recomputes every SKU's counters from its reservations
+ *     (book_check_all) and answers the totals, or AUDIT_FAILED (the reason is
+ *     logged). Both block only this shard, for a time linear in its size. */
 
 /* Recovers the shard from cfg->dir (newest snapshot, then the WAL after it).
  * Returns 0 and *out, or a negative errno with a message in why (corruption

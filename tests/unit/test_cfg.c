@@ -68,14 +68,23 @@ static void env_clear(void)
 	}
 }
 
+static int key_count(void)
+{
+	int n = 0;
+
+	for (const CfgKey *k = cfg_keys; k->name; k++)
+		n++;
+	return n;
+}
+
 static void test_table(void)
 {
-	size_t total = 0, n = 0;
+	size_t total = 0;
 	char err[512];
 	Config cfg;
 
 	cfg_defaults(&cfg);
-	for (const CfgKey *k = cfg_keys; k->name; k++, n++) {
+	for (const CfgKey *k = cfg_keys; k->name; k++) {
 		CHECK(strspn(k->name, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(k->name));
 		CHECK(k->help && *k->help && k->def);
 		CHECK(k->offset + k->size <= sizeof(Config));
@@ -93,7 +102,6 @@ static void test_table(void)
 	/* Non-overlapping fields that add up to the struct cover all of it: a
 	 * field added to Config without a table entry fails here. */
 	CHECK_EQ_INT(total, sizeof(Config));
-	CHECK_EQ_INT(n, 32);
 }
 
 static void test_defaults(void)
@@ -405,7 +413,7 @@ static void test_help(void)
 			lines++;
 		}
 	}
-	CHECK_EQ_INT(lines, 32);
+	CHECK_EQ_INT(lines, key_count());
 	free(text);
 }
 

@@ -126,7 +126,7 @@ static void check_response_equal(const WireResponse *a, const WireResponse *b)
 
 /* ---- sample messages ---- */
 
-enum { N_REQUESTS = 11 };
+enum { N_REQUESTS = 14 };
 
 static void sample_request(int i, WireRequest *r)
 {
@@ -200,10 +200,22 @@ static void sample_request(int i, WireRequest *r)
 	case 10:
 		r->op = WIRE_OP_STATS;
 		break;
+	case 11:
+		r->op = WIRE_OP_SHARD_STATS;
+		r->shard = 0;
+		break;
+	case 12:
+		r->op = WIRE_OP_SNAPSHOT;
+		r->shard = 7;
+		break;
+	case 13:
+		r->op = WIRE_OP_AUDIT;
+		r->shard = UINT16_MAX; /* whether it exists is the server's to say */
+		break;
 	}
 }
 
-enum { N_RESPONSES = 14 };
+enum { N_RESPONSES = 17 };
 
 static void sample_response(int i, WireResponse *r)
 {
@@ -290,6 +302,25 @@ static void sample_response(int i, WireResponse *r)
 		r->op = WIRE_OP_RESERVE;
 		r->status = WIRE_BUSY;
 		break;
+	case 14:
+		r->op = WIRE_OP_SNAPSHOT;
+		r->u.stats.count = 2;
+		set(r->u.stats.item[0].name, &r->u.stats.item[0].name_len, "shard", WIRE_STAT_NAME_MAX);
+		r->u.stats.item[0].value = 1;
+		set(r->u.stats.item[1].name, &r->u.stats.item[1].name_len, "lsn", WIRE_STAT_NAME_MAX);
+		r->u.stats.item[1].value = 123456789;
+		break;
+	case 15:
+		r->op = WIRE_OP_AUDIT;
+		r->status = WIRE_AUDIT_FAILED;
+		break;
+	case 16:
+		r->op = WIRE_OP_SHARD_STATS;
+		r->u.stats.count = 1;
+		set(r->u.stats.item[0].name, &r->u.stats.item[0].name_len, "fsync_le_2500us",
+		    WIRE_STAT_NAME_MAX);
+		r->u.stats.item[0].value = 42;
+		break;
 	}
 }
 
@@ -365,6 +396,10 @@ static void test_golden_bytes(void)
 		0x12, 0, 0, 0, 0x01, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0,
 		'R', 'G', 'W', '1', 0x01, 0x00,
 	};
+	/* The admin ops carry the shard as a u16 after the header. */
+	static const uint8_t snapshot[] = {
+		0x0e, 0, 0, 0, 0x0b, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x03, 0x01,
+	};
 	WireRequest r = { .op = WIRE_OP_PING, .id = 0x0102030405060708ULL };
 	Buf b;
 
@@ -375,6 +410,10 @@ static void test_golden_bytes(void)
 	r = (WireRequest){ .op = WIRE_OP_HELLO, .id = 1, .magic = WIRE_MAGIC, .version = WIRE_VERSION };
 	wire_encode_request(&b, &r);
 	CHECK(b.len == sizeof(hello) && memcmp(b.data, hello, sizeof(hello)) == 0);
+	buf_reset(&b);
+	r = (WireRequest){ .op = WIRE_OP_SNAPSHOT, .id = 2, .shard = 0x0103 };
+	wire_encode_request(&b, &r);
+	CHECK(b.len == sizeof(snapshot) && memcmp(b.data, snapshot, sizeof(snapshot)) == 0);
 	buf_free(&b);
 }
 
@@ -414,6 +453,11 @@ static void test_response_body_table(void)
 		{ WIRE_OP_PUT_SKU, WIRE_MISSING_STOCK, WIRE_BODY_NONE },
 		{ WIRE_OP_STATS, WIRE_OK, WIRE_BODY_STATS },
 		{ WIRE_OP_STATS, WIRE_BUSY, WIRE_BODY_NONE },
+		{ WIRE_OP_SHARD_STATS, WIRE_OK, WIRE_BODY_STATS },
+		{ WIRE_OP_SNAPSHOT, WIRE_OK, WIRE_BODY_STATS },
+		{ WIRE_OP_SNAPSHOT, WIRE_BUSY, WIRE_BODY_NONE },
+		{ WIRE_OP_AUDIT, WIRE_OK, WIRE_BODY_STATS },
+		{ WIRE_OP_AUDIT, WIRE_AUDIT_FAILED, WIRE_BODY_NONE },
 		{ 0, WIRE_OK, WIRE_BODY_NONE },
 		{ 200, WIRE_OK, WIRE_BODY_NONE },
 	};
@@ -439,12 +483,13 @@ static void test_names(void)
 		[WIRE_RESERVATION_RELEASED] = "reservation_released",
 		[WIRE_ALREADY_CONFIRMED] = "already_confirmed",
 		[WIRE_STOCK_BELOW_COMMITTED] = "stock_below_committed",
-		[WIRE_MISSING_STOCK] = "missing_stock", [WIRE_BUSY] = "busy",
+		[WIRE_MISSING_STOCK] = "missing_stock", [WIRE_AUDIT_FAILED] = "audit_failed",
+		[WIRE_BUSY] = "busy",
 		[WIRE_SHUTTING_DOWN] = "shutting_down", [WIRE_VERSION_MISMATCH] = "version_mismatch",
 	};
 	static const char *const ops[] = {
 		NULL, "hello", "ping", "reserve", "confirm", "release", "get_reservation",
-		"get_sku", "put_sku", "stats",
+		"get_sku", "put_sku", "stats", "shard_stats", "snapshot", "audit",
 	};
 	static const char *const states[] = { NULL, "reserved", "confirmed", "released", "timeout" };
 
