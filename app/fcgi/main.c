@@ -30,8 +30,6 @@
 #include "fcgi/prefork.h"
 #include "fcgi/worker.h"
 
-#define LISTEN_BACKLOG 1024
-
 typedef struct Main {
 	Config cfg;
 	const char *config_path;
@@ -207,7 +205,7 @@ static int open_listen(Main *m)
 		log_warn("listening on every interface (%s): FastCGI has no authentication",
 			 m->listen_addr);
 	}
-	m->listen_fd = FCGX_OpenSocket(m->listen_addr, LISTEN_BACKLOG);
+	m->listen_fd = FCGX_OpenSocket(m->listen_addr, m->cfg.fcgi_listen_backlog);
 	if (m->listen_fd < 0) {
 		log_error("cannot listen on %s: %s", m->cfg.fcgi_listen, strerror(errno));
 		return -EADDRNOTAVAIL;

@@ -33,6 +33,7 @@
 
 #include "common/cfg.h"
 #include "common/clock.h"
+#include "common/fileio.h"
 #include "common/hash.h"
 #include "common/ledger_client.h"
 #include "common/log.h"
@@ -129,10 +130,15 @@ static int settle_shards(const char *dir, int configured)
 		log_error("cannot write %s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* The rename is durable only once the directory is: like the WAL, a
+	 * failure here stops the start. */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
+	int rc = dfd < 0 ? -errno : fileio_fsync(dfd);
+	if (dfd >= 0)
 		close(dfd);
+	if (rc != 0) {
+		log_error("cannot sync directory %s: %s", dir, strerror(-rc));
+		return -1;
 	}
 	return n;
 }

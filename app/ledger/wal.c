@@ -28,13 +28,16 @@
  *
  *     offset  size  field
  *        0      4   crc32c of bytes 4..16 of this header, then of the payload
- *        4      4   payload length, 1..WAL_RECORD_PAYLOAD_MAX
+ *        4      4   bits 0..30: payload length, 1..WAL_RECORD_PAYLOAD_MAX;
+ *                   bit 31: set on the first record of each write ("batch start")
  *        8      8   LSN (>= 1)
  *       16    len   payload (opaque: see record.h)
  *     16+len   0-7  zero padding to the next multiple of 8 bytes
  *
  * So every record starts at an 8-byte-aligned offset and occupies
- * 16 + round_up(len, 8) bytes. The padding is not checksummed. A record never
+ * 16 + round_up(len, 8) bytes. The padding is not checksummed. The batch-start
+ * bit is what lets recovery tell a torn write from damage to synced data
+ * (see RECOVERY); wal_frame leaves it clear and wal_write sets it. A record never
  * spans two segments: a batch that does not fit in the rest of the current
  * segment goes whole into a new segment named after the batch's first LSN.
  *
@@ -56,9 +59,16 @@
  *     completed (it was never acknowledged, since the shard answers only after
  *     wal_sync). "Follows" means: a later segment holds any non-zero byte, or
  *     some 8-byte-aligned offset at or after the damage, inside the segment's
- *     non-zero region, holds a record with valid length and crc and an LSN in
- *     the range a record that far on could carry (above the last good LSN, at
- *     most one more per 24 bytes past the damage). The tail is overwritten
+ *     non-zero region, holds a batch-start record with valid length and crc
+ *     and an LSN in the range a record that far on could carry (above the last
+ *     good LSN, at most one more per 24 bytes past the damage). Only a batch
+ *     start counts: each write is synced before the next one begins, so the
+ *     start of a later write proves the damaged one was synced, while valid
+ *     records of the damaged write itself prove nothing — its pages reach the
+ *     disk in any order, so a crash can keep a later page and lose an earlier
+ *     one. The price: damage anywhere in the last write is trimmed as torn,
+ *     even if that write had been synced (bit rot there looks exactly like a
+ *     torn write, as it always did for the last record). The tail is overwritten
  *     with zeros up to the end of the non-zero region, fdatasync'ed, counted
  *     in torn_bytes and logged; later (empty) segments are deleted.
  *   - Otherwise it is corruption in the middle of acknowledged data: wal_open
@@ -126,6 +136,8 @@
 #define ZERO_CHUNK ((size_t)1 << 20)
 #define REC_SIZE_MIN (WAL_RECORD_HEADER_LEN + 8)
 #define SPARE_NAME "wal-spare.tmp"
+#define LEN_MASK 0x7fffffffu                  /* the length bits of the length word */
+#define LEN_BATCH_START 0x80000000u           /* the first record of a write */
 
 typedef struct Seg {
 	uint64_t lsn;    /* from the name: the LSN its first record must carry */
@@ -453,7 +465,7 @@ static int rec_valid(const uint8_t *p, size_t room, uint64_t *lsn, size_t *total
 {
 	if (room < WAL_RECORD_HEADER_LEN)
 		return 0;
-	uint32_t len = get_u32le(p + 4);
+	uint32_t len = get_u32le(p + 4) & LEN_MASK;
 	if (len == 0 || len > WAL_RECORD_PAYLOAD_MAX)
 		return 0;
 	size_t t = WAL_RECORD_HEADER_LEN + pad8(len);
@@ -504,8 +516,9 @@ static size_t nonzero_end(const uint8_t *p, size_t from, size_t to)
 	return from;
 }
 
-/* Whether a valid record that the log could really have written follows the
- * damage at off (the torn-tail test). A genuine record at p carries an LSN
+/* Whether the start of a later write follows the damage at off (the torn-tail
+ * test): a valid batch-start record that the log could really have written
+ * there. A genuine record at p carries an LSN
  * above last_lsn and at most one more per REC_SIZE_MIN bytes past off; the
  * LSN test is cheap and keeps payload bytes that merely look like a header
  * from costing a crc each. */
@@ -514,6 +527,8 @@ static int valid_follows(const uint8_t *buf, size_t off, size_t nz, size_t size,
 	for (size_t p = off; p < nz && p + WAL_RECORD_HEADER_LEN <= size; p += 8) {
 		uint64_t lsn = get_u64le(buf + p + 8);
 		size_t total;
+		if (!(get_u32le(buf + p + 4) & LEN_BATCH_START))
+			continue;
 		if (lsn <= last_lsn || lsn - last_lsn > 1 + (p - off) / REC_SIZE_MIN)
 			continue;
 		if (rec_valid(buf + p, size - p, &lsn, &total))
@@ -723,7 +738,8 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 		}
 		if (lsn > r->after_lsn) {
 			if (r->fn) {
-				int v = r->fn(r->ctx, lsn, p + WAL_RECORD_HEADER_LEN, get_u32le(p + 4));
+				int v = r->fn(r->ctx, lsn, p + WAL_RECORD_HEADER_LEN,
+					      get_u32le(p + 4) & LEN_MASK);
 				if (v) {
 					*cb_rc = v;
 					return 0;
@@ -800,12 +816,15 @@ fail:
 	return rc;
 }
 
-/* Creates dir if missing (and makes its entry durable), opens and locks it. */
+/* Creates dir if missing, makes its entry durable, opens and locks it. The
+ * parent is synced even when dir already existed: whoever made it (the shard
+ * does, before loading snapshots) may not have synced it, and a shard
+ * directory lost in a power failure would take the whole log with it. */
 static int dir_open(Wal *w, char *why, size_t why_len)
 {
 	int rc;
 
-	if (mkdir(w->dir, 0755) == 0) {
+	if (mkdir(w->dir, 0755) == 0 || errno == EEXIST) {
 		char *parent = xstrndup(w->dir, strlen(w->dir));
 		char *slash = strrchr(parent, '/');
 		if (!slash)
@@ -823,7 +842,7 @@ static int dir_open(Wal *w, char *why, size_t why_len)
 			set_why(why, why_len, "cannot sync the parent of %s: %s", w->dir, strerror(-rc));
 			return rc;
 		}
-	} else if (errno != EEXIST) {
+	} else {
 		rc = -errno;
 		set_why(why, why_len, "cannot create %s: %s", w->dir, strerror(-rc));
 		return rc;
@@ -947,7 +966,16 @@ static int rotate(Wal *w, uint64_t lsn)
 	return seg_start(w, lsn);
 }
 
-int wal_write(Wal *w, const uint8_t *data, size_t len)
+/* Sets the batch-start bit of the framed record at p and updates its crc. */
+static void mark_batch_start(uint8_t *p)
+{
+	uint32_t word = get_u32le(p + 4);
+	put_u32le(p + 4, word | LEN_BATCH_START);
+	uint32_t crc = crc32c(0, p + 4, WAL_RECORD_HEADER_LEN - 4);
+	put_u32le(p, crc32c(crc, p + WAL_RECORD_HEADER_LEN, word & LEN_MASK));
+}
+
+int wal_write(Wal *w, uint8_t *data, size_t len)
 {
 	uint64_t lsn = w->next_lsn;
 	size_t off = 0;
@@ -958,7 +986,7 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 	while (off < len) {
 		if (len - off < WAL_RECORD_HEADER_LEN)
 			goto bad;
-		uint32_t plen = get_u32le(data + off + 4);
+		uint32_t plen = get_u32le(data + off + 4) & LEN_MASK;
 		if (plen == 0 || plen > WAL_RECORD_PAYLOAD_MAX || get_u64le(data + off + 8) != lsn)
 			goto bad;
 		off += WAL_RECORD_HEADER_LEN + pad8(plen);
@@ -977,7 +1005,7 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 		size_t part = 0;
 		uint64_t part_lsn = lsn;
 		while (off + part < len) {
-			size_t rec = WAL_RECORD_HEADER_LEN + pad8(get_u32le(data + off + part + 4));
+			size_t rec = WAL_RECORD_HEADER_LEN + pad8(get_u32le(data + off + part + 4) & LEN_MASK);
 			if (w->off + part + rec > w->seg_size)
 				break;
 			part += rec;
@@ -989,6 +1017,7 @@ int wal_write(Wal *w, const uint8_t *data, size_t len)
 				return rc;
 			continue;
 		}
+		mark_batch_start(data + off);
 		rc = fileio_pwrite_all(w->fd, data + off, part, (off_t)w->off);
 		if (rc < 0) {
 			log_error("wal: write of %zu bytes to %s failed: %s", part, w->dir, strerror(-rc));
@@ -1187,7 +1216,7 @@ int wal_reader_next(WalReader *r, uint64_t upto, uint64_t *lsn, const uint8_t **
 				return rc;
 			fresh = 0;
 		}
-		uint32_t plen = get_u32le(p + 4);
+		uint32_t plen = get_u32le(p + 4) & LEN_MASK;
 		size_t need = WAL_RECORD_HEADER_LEN + pad8(plen > WAL_RECORD_PAYLOAD_MAX ? 0 : plen);
 		rc = reader_fill(r, need, 0, &p, &avail);
 		if (rc < 0)
@@ -1208,7 +1237,7 @@ int wal_reader_next(WalReader *r, uint64_t upto, uint64_t *lsn, const uint8_t **
 			continue;
 		*lsn = got;
 		*payload = p + WAL_RECORD_HEADER_LEN;
-		*len = get_u32le(p + 4);
+		*len = get_u32le(p + 4) & LEN_MASK;
 		return 1;
 	}
 }

@@ -56,9 +56,11 @@ void wal_frame(Buf *batch, uint64_t lsn, const void *payload, size_t len);
 /* Writes a batch of framed records (LSNs consecutive from wal_next_lsn) with
  * one write, or, where it crosses the end of the current segment, one write
  * per segment (syncing the full one before starting the next). Does not sync
- * the last. Returns 0 or a negative errno; the caller must treat an error as
- * fatal (the file state is unknown). */
-int wal_write(Wal *w, const uint8_t *data, size_t len) __attribute__((warn_unused_result));
+ * the last. Marks the first record of each write as a batch start in data
+ * itself (a bit in its length word, crc updated: see wal.c), which is why
+ * data is not const. Returns 0 or a negative errno; the caller must treat an
+ * error as fatal (the file state is unknown). */
+int wal_write(Wal *w, uint8_t *data, size_t len) __attribute__((warn_unused_result));
 /* fdatasync of the current segment. Same fatal rule. */
 int wal_sync(Wal *w) __attribute__((warn_unused_result));
 

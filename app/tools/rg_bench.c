@@ -10,6 +10,9 @@
  *   rg-bench --socket PATH [--connections 50] [--pipeline 1] [--duration 5]
  *            [--skus 1] [--threads 2] [--prefix bench] [--setup-only]
  *            [--count N]   (stop after N reservations instead of after --duration)
+ *            [--no-setup]  (the SKUs exist already: do not create or top them up,
+ *                           so a run measures reservations only — tests/bench/compare
+ *                           counts the ledger's CPU time around it)
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,7 +36,7 @@
 typedef struct Options {
 	const char *socket;
 	const char *prefix;
-	int connections, pipeline, duration_s, skus, threads, setup_only;
+	int connections, pipeline, duration_s, skus, threads, setup_only, no_setup;
 	long count;          /* stop after this many reservations in all (0: by duration) */
 } Options;
 
@@ -164,6 +167,10 @@ static void *worker_main(void *arg)
 			       WIRE_DECODE_OK) {
 				off += used;
 				int64_t us = (now - c->sent_ns[resp.id % 256]) / 1000;
+				/* now was read before this batch; a request queued while
+				 * answering it may have been sent after. */
+				if (us < 0)
+					us = 0;
 				w->hist[us < HIST_US ? us : HIST_US - 1]++;
 				if (resp.status == WIRE_CREATED)
 					w->ok++;
@@ -241,6 +248,7 @@ int main(int argc, char **argv)
 		{ "prefix", required_argument, NULL, 'x' },
 		{ "setup-only", no_argument, NULL, 'S' },
 		{ "count", required_argument, NULL, 'n' },
+		{ "no-setup", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
@@ -255,9 +263,11 @@ int main(int argc, char **argv)
 		case 'x': opt.prefix = optarg; break;
 		case 'S': opt.setup_only = 1; break;
 		case 'n': opt.count = atol(optarg); break;
+		case 'N': opt.no_setup = 1; break;
 		default:
 			fprintf(stderr, "usage: rg-bench --socket PATH [--connections N] [--pipeline D] "
-					"[--duration S] [--skus K] [--threads T] [--prefix P] [--setup-only] [--count N]\n");
+					"[--duration S] [--skus K] [--threads T] [--prefix P] [--setup-only] [--count N] "
+					"[--no-setup]\n");
 			return 2;
 		}
 	}
@@ -274,7 +284,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rg-bench: cannot connect to %s\n", opt.socket);
 		return 1;
 	}
-	setup_skus(admin, &opt);
+	if (!opt.no_setup)
+		setup_skus(admin, &opt);
 	if (opt.setup_only)
 		return 0;
 

@@ -598,6 +598,72 @@ static void test_bit_flips(void)
 	testdir_remove(dir);
 }
 
+/* Zeros [from, to) of a file: the pages a crash lost (they were zeros
+ * before the write, the segment being preallocated). */
+static void zero_bytes(const char *path, size_t from, size_t to)
+{
+	uint8_t z[4096] = { 0 };
+	int fd = open(path, O_WRONLY);
+
+	REQUIRE(fd >= 0 && to - from <= sizeof(z));
+	REQUIRE(pwrite(fd, z, to - from, (off_t)from) == (ssize_t)(to - from));
+	close(fd);
+}
+
+/* A crash during the last write can keep a later page of it and lose an
+ * earlier one: the valid records after the hole belong to the same unsynced
+ * (never acknowledged) write, so it is a torn tail, not corruption. The
+ * start of a later write after a hole still means corruption: each write is
+ * synced before the next begins. */
+static void test_torn_write_out_of_order(void)
+{
+	char dir[512], path[1024], why[512];
+	WalOptions o;
+	WalRecoveryStats st;
+	Got g;
+	Wal *w;
+	size_t start[61];
+
+	testdir_case(dir, sizeof(dir), "tornpages");
+	o = opts(dir, MIB);
+	start[0] = 0;
+	for (uint64_t i = 1; i <= 60; i++)
+		start[i] = start[i - 1] + frame_len(i);
+	seg_path(path, sizeof(path), dir, 1);
+
+	/* Batches of 10: records 51..60 are the last write. */
+	for (int k = 0; k < 3; k++) {
+		testdir_clear(dir);
+		w = open_ok(&o, 0, &g, &st);
+		append(w, 60, 10, MIB);
+		wal_close(w);
+		uint64_t hole = k == 0 ? 51 : k == 1 ? 53 : 59; /* first, middle, near the end */
+		zero_bytes(path, start[hole - 1], start[hole]);
+		w = open_ok(&o, 0, &g, &st);
+		CHECK_EQ_INT(g.n, hole - 1);
+		CHECK_EQ_INT(wal_next_lsn(w), hole);
+		CHECK(st.torn_bytes > 0);
+		append(w, 4, 4, MIB);
+		wal_close(w);
+		w = open_ok(&o, 0, &g, &st);
+		CHECK_EQ_INT(g.n, hole + 3);
+		CHECK_EQ_INT(st.torn_bytes, 0);
+		wal_close(w);
+	}
+
+	/* The same hole one write earlier: the last write's start follows. */
+	testdir_clear(dir);
+	w = open_ok(&o, 0, &g, &st);
+	append(w, 60, 10, MIB);
+	wal_close(w);
+	zero_bytes(path, start[44], start[45]);
+	w = NULL;
+	CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), -EBADMSG);
+	CHECK(w == NULL);
+	CHECK(strstr(why, "valid records follow") != NULL);
+	testdir_remove(dir);
+}
+
 static void test_corruption_in_older_segment(void)
 {
 	char dir[512], path[1024], why[512];
@@ -876,6 +942,7 @@ int main(void)
 	test_batch_larger_than_segment();
 	test_torn_tail_every_offset();
 	test_bit_flips();
+	test_torn_write_out_of_order();
 	test_corruption_in_older_segment();
 	test_gap_and_delete();
 	test_snapshot_ahead_of_log();
