@@ -62,6 +62,7 @@ render_web() { # DESTDIR SHARE
   mkdir -p "$conf" "$d$web/www" "$d$web/log" "$d$web/tmp"
   sed -e "s|@STACK_DIR@|$web|g" -e 's|@PORT@|8080|g' \
       -e "s|@FASTCGI_CONF@|/etc/revenue-guard/lighttpd/fastcgi-pool.conf|g" \
+      -e "s|@ERRORS_DIR@|$share/conf/lighttpd|g" \
       -e 's|^server.bind *=.*|server.bind           = "0.0.0.0"  # in a container: the published port|' \
       "$d$share/conf/lighttpd/lighttpd.conf" > "$conf/lighttpd.conf"
   sed -e 's|@FCGI_SOCKET@|/run/revenue-guard-fcgi/fcgi.sock|g' -e 's|@CONFIG@|/etc/revenue-guard/revenue-guard.conf|g' \

@@ -50,6 +50,7 @@ const CfgKey cfg_keys[] = {
 	KEY(fcgi_listen, CFG_STR, "", 0, 0, "rg-fcgi socket: unix:PATH or tcp:HOST:PORT (empty: fd 0, from the web server)"),
 	KEY(fcgi_workers, CFG_INT, "4", 1, 256, "rg-fcgi worker processes when it listens itself"),
 	KEY(fcgi_listen_backlog, CFG_INT, "1024", 1, 65535, "connections the kernel queues on fcgi_listen before refusing"),
+	KEY(fcgi_shed_queue_len, CFG_INT, "64", 0, 65535, "per worker: shed (503 at once) ledger-bound requests while more connections wait unaccepted (0: off)"),
 	KEY(api_prefix, CFG_STR, "/api", 0, 0, "URL prefix of the API, routed on when PATH_INFO is empty"),
 	KEY(request_body_max, CFG_INT, "4096", 256, 1048576, "largest request body in bytes (larger: 413)"),
 	KEY(json_depth_max, CFG_INT, "8", 1, 64, "deepest nesting of a JSON request body"),

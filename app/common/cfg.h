@@ -40,6 +40,7 @@ typedef struct Config {
 	char fcgi_listen[CFG_PATH_MAX];     /* "unix:PATH" | "tcp:HOST:PORT"; "" = fd 0 from the web server */
 	int fcgi_workers;                   /* prefork worker processes */
 	int fcgi_listen_backlog;            /* listen(2) backlog of fcgi_listen's socket */
+	int fcgi_shed_queue_len;            /* per worker: 503 at once past this many waiting; 0 = off */
 	char api_prefix[64];                /* stripped from REQUEST_URI when PATH_INFO is empty */
 	int request_body_max;               /* bytes */
 	int json_depth_max;                 /* nesting of JSON request bodies */

@@ -55,6 +55,7 @@ typedef struct MetricsShm {
 	_Atomic uint64_t roundtrip_bucket[METRICS_BUCKETS];
 	_Atomic uint64_t roundtrip_count, roundtrip_sum_ns;
 	_Atomic uint64_t ledger_connects, ledger_failures;
+	_Atomic uint64_t http_shed;
 } MetricsShm;
 
 #define METRICS_VERSION_WORD ((uint64_t)METRICS_MAGIC << 32 | METRICS_LAYOUT_VERSION)
@@ -200,6 +201,11 @@ void metrics_ledger_connect(Metrics *m)
 void metrics_ledger_failure(Metrics *m)
 {
 	bump(&m->shm->ledger_failures, 1);
+}
+
+void metrics_shed(Metrics *m)
+{
+	bump(&m->shm->http_shed, 1);
 }
 
 uint64_t metrics_http_count(Metrics *m, unsigned endpoint, int status)
@@ -456,6 +462,11 @@ void metrics_render(Metrics *m, const WireResponse *stats, const WireResponse *s
 			"# TYPE rg_ledger_failures_total counter\n"
 			"rg_ledger_failures_total %llu\n",
 		   (unsigned long long)load(&s->ledger_failures));
+	out_printf(out, "# HELP rg_http_shed_total Requests answered 503 at once, without the "
+			"ledger, because too many connections waited on the worker's socket.\n"
+			"# TYPE rg_http_shed_total counter\n"
+			"rg_http_shed_total %llu\n",
+		   (unsigned long long)load(&s->http_shed));
 	out_printf(out, "# HELP rg_ledger_up 1 when the ledger answered STATS for this scrape.\n"
 			"# TYPE rg_ledger_up gauge\n"
 			"rg_ledger_up %d\n", stats ? 1 : 0);

@@ -18,6 +18,7 @@
  *                                                    (not cumulative; summed when shown)
  *   u64 roundtrip_count, roundtrip_sum_ns
  *   u64 ledger_connects, ledger_failures
+ *   u64 http_shed    requests shed by the worker (fcgi_shed_queue_len)
  * A file whose version or size differs (another release) is reset under an
  * flock, with a warning: counters may restart from zero, as Prometheus
  * counters are allowed to.
@@ -53,7 +54,7 @@
 #include "fcgi/route.h"
 
 #define METRICS_MAGIC 0x52474d31u /* "RGM1" */
-#define METRICS_LAYOUT_VERSION 1
+#define METRICS_LAYOUT_VERSION 2
 
 /* Endpoint labels: the routes, plus CORS preflights. */
 #define METRICS_PREFLIGHT ROUTE_COUNT
@@ -88,6 +89,8 @@ void metrics_reservation(Metrics *m, MetricsOutcome outcome);
 void metrics_roundtrip(Metrics *m, int64_t ns);
 void metrics_ledger_connect(Metrics *m);
 void metrics_ledger_failure(Metrics *m);
+/* A request answered 503 by the worker itself: its accept queue was too long. */
+void metrics_shed(Metrics *m);
 
 /* Bounds the per-shard answers one scrape asks for (cfg allows 256 shards). */
 #define METRICS_SHARDS_MAX 256

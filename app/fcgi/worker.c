@@ -14,9 +14,11 @@
 
 #include "common/log.h"
 #include "fcgi/api.h"
+#include "fcgi/backlog.h"
 #include "fcgi/botcheck.h"
 #include "fcgi/http.h"
 #include "fcgi/ledger_conn.h"
+#include "fcgi/route.h"
 
 static volatile sig_atomic_t worker_stop;
 
@@ -77,6 +79,109 @@ Botcheck *worker_botcheck(const Config *cfg, char *why, size_t why_len)
 	return b;
 }
 
+/* ---- shedding (fcgi_shed_queue_len; worker.h says why) ---------------------- */
+
+typedef struct Shed {
+	Backlog *backlog;           /* NULL: shedding off */
+	uint32_t bound;             /* fcgi_shed_queue_len x workers on the socket */
+	uint64_t since_log;         /* shed since the last log line */
+	time_t logged_at;           /* CLOCK_MONOTONIC seconds of that line; 0: none yet */
+	unsigned in_row;            /* shed since the last request served */
+	unsigned query_failed;      /* failed queries (only the first is logged) */
+} Shed;
+
+/* A shed warning at most this often: under overload it would be every request. */
+#define SHED_LOG_EVERY_S 10
+/* Past the bound one request in this many is served anyway (shed_check). */
+#define SHED_SERVE_EVERY 8
+
+static void shed_open(Shed *shed, const Config *cfg, int listen_fd)
+{
+	int rc;
+
+	*shed = (Shed){ .bound = (uint32_t)cfg->fcgi_shed_queue_len };
+	if (!shed->bound)
+		return;
+	/* The bound is per worker, so the wait it allows (about bound requests'
+	 * service time) is the same whether each worker has its own socket
+	 * (spawned) or the pool's workers share one. */
+	if (cfg->fcgi_listen[0])
+		shed->bound *= (uint32_t)cfg->fcgi_workers;
+	rc = backlog_open(listen_fd, &shed->backlog);
+	if (rc < 0)
+		log_warn("fcgi_shed_queue_len: cannot measure the FastCGI socket's accept queue "
+			 "(%s): not shedding", strerror(-rc));
+}
+
+/* Only what starts new ledger work is shed: reserving and the reads a buyer
+ * polls. Confirm and release finish work already admitted (and free units),
+ * admin is the operator's way in during a sale, health must report the real
+ * state (a shed health check takes a working backend out of rotation) and
+ * /metrics must show the overload. */
+static int shed_route(RouteId id)
+{
+	return id == ROUTE_RESERVE || id == ROUTE_GET_RESERVATION || id == ROUTE_GET_SKU;
+}
+
+/* Returns 1 with the API's 503 "unavailable" + Retry-After in resp when req
+ * is to be shed; 0 (resp untouched) to serve it. A failed query never sheds. */
+static int shed_check(Shed *shed, const Config *cfg, Metrics *metrics, const HttpRequest *req,
+		      HttpResponse *resp)
+{
+	struct timespec now;
+	RoutePath path;
+	RouteMatch m;
+	HttpError err;
+	uint32_t queued = 0, max = 0;
+	int rc;
+
+	if (!shed->backlog)
+		return 0;
+	route_path(req->path_info, req->request_uri, req->script_name, cfg->api_prefix, &path);
+	m = route_match(&path, req->method);
+	if (m.outcome != ROUTE_MATCHED || !shed_route(m.id))
+		return 0;
+	rc = backlog_query(shed->backlog, &queued, &max);
+	if (rc < 0) {
+		if (!shed->query_failed++)
+			log_warn("fcgi_shed_queue_len: accept queue query failed (%s): this "
+				 "request is served (logged once)", strerror(-rc));
+		return 0;
+	}
+	if (queued <= shed->bound) {
+		shed->in_row = 0;
+		return 0;
+	}
+	/* Serve one in SHED_SERVE_EVERY even past the bound: a client that
+	 * retries at once refills the queue as fast as we shed, which would
+	 * otherwise starve every buyer. */
+	if (++shed->in_row >= SHED_SERVE_EVERY) {
+		shed->in_row = 0;
+		return 0;
+	}
+	http_response_reset(resp);
+	http_fail(&err, 503, "unavailable", "overloaded (%u requests waiting); retry after %d s",
+		  queued, cfg->ledger_retry_after_s);
+	http_error(resp, &err, NULL);
+	http_header(resp, "Retry-After", "%d", cfg->ledger_retry_after_s);
+	http_cors(resp, cfg->cors_allowed_origins, req->origin, 0, m.allow);
+	metrics_http(metrics, m.id, 503);
+	if (m.id == ROUTE_RESERVE)
+		metrics_reservation(metrics, METRICS_UNAVAILABLE);
+	metrics_shed(metrics);
+	shed->since_log++;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!shed->logged_at || now.tv_sec - shed->logged_at >= SHED_LOG_EVERY_S) {
+		log_warn("shedding: %u connections wait on the FastCGI socket (bound %u: "
+			 "fcgi_shed_queue_len x its workers; backlog %u); %llu answered 503 at "
+			 "once since the last such line", queued, shed->bound, max,
+			 (unsigned long long)shed->since_log);
+		shed->logged_at = now.tv_sec ? now.tv_sec : 1;
+		shed->since_log = 0;
+	}
+	return 1;
+}
+
 /* Errors of accept that pass (out of descriptors or memory for a moment). */
 static int accept_error_transient(int rc)
 {
@@ -94,6 +199,7 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 	Botcheck *botcheck = NULL;
 	Api *api = NULL;
 	const char *why;
+	Shed shed = { 0 };
 	char context[32], why_text[512];
 	int flags, status = 1;
 
@@ -107,6 +213,7 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 		log_error("listen socket: %s", strerror(errno));
 		goto out;
 	}
+	shed_open(&shed, cfg, listen_fd);
 	botcheck = worker_botcheck(cfg, why_text, sizeof(why_text));
 	if (!botcheck) {
 		log_error("%s", why_text);
@@ -143,7 +250,8 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 			continue;
 		}
 		http_request_from_env(&req, fcgx.envp, fcgx.in);
-		api_handle(api, &req, &resp);
+		if (!shed_check(&shed, cfg, metrics, &req, &resp))
+			api_handle(api, &req, &resp);
 		if (http_send(&resp, fcgx.out) < 0)
 			log_debug("the web server went away before the answer");
 		/* Unread body bytes would be taken for the next request's records. */
@@ -157,6 +265,7 @@ out:
 	http_response_free(&resp);
 	api_free(api);
 	ledger_conn_free(ledger);
+	backlog_close(shed.backlog);
 	if (botcheck)
 		botcheck_free(botcheck);
 	return status;

@@ -187,6 +187,58 @@ static int wait_socket(PGconn *conn, short events, int64_t deadline, const atomi
 	return n > 0;
 }
 
+/* Sends what libpq has buffered. While the server's socket is not writable
+ * it reads what the server sends meanwhile, so neither side can block the
+ * other (libpq's advice for non-blocking connections). Returns 0 or -1. */
+static int flush_all(PGconn *conn, int64_t deadline, const atomic_int *stop, char *why,
+		     size_t why_len)
+{
+	for (;;) {
+		int rc = PQflush(conn);
+		if (rc == 0)
+			return 0;
+		if (rc < 0) {
+			set_why(why, why_len, "sending to PostgreSQL: ", PQerrorMessage(conn));
+			return -1;
+		}
+		rc = wait_socket(conn, POLLIN | POLLOUT, deadline, stop, why, why_len);
+		if (rc < 0)
+			return -1;
+		if (rc > 0 && !PQconsumeInput(conn)) {
+			set_why(why, why_len, "", PQerrorMessage(conn));
+			return -1;
+		}
+	}
+}
+
+/* Waits until PQgetResult will not block. Returns 0 or -1. */
+static int wait_result(PGconn *conn, int64_t deadline, const atomic_int *stop, char *why,
+		       size_t why_len)
+{
+	while (PQisBusy(conn)) {
+		int rc = wait_socket(conn, POLLIN, deadline, stop, why, why_len);
+		if (rc < 0)
+			return -1;
+		if (rc > 0 && !PQconsumeInput(conn)) {
+			set_why(why, why_len, "", PQerrorMessage(conn));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int result_ok(const PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static void result_why(const PGresult *res, char *why, size_t why_len)
+{
+	const char *msg = PQresultErrorMessage(res);
+	set_why(why, why_len, "", *msg ? msg : PQresStatus(PQresultStatus(res)));
+}
+
 /* After a PQsend*: flushes the query and collects its results. */
 static PGresult *collect(PGconn *conn, int timeout_ms, const atomic_int *stop, char *why,
 			 size_t why_len)
@@ -195,41 +247,17 @@ static PGresult *collect(PGconn *conn, int timeout_ms, const atomic_int *stop, c
 	PGresult *last = NULL;
 	int failed = 0;
 
+	if (flush_all(conn, deadline, stop, why, why_len) != 0)
+		return NULL;
 	for (;;) {
-		int rc = PQflush(conn);
-		if (rc == 0)
-			break;
-		if (rc < 0) {
-			set_why(why, why_len, "sending to PostgreSQL: ", PQerrorMessage(conn));
-			return NULL;
-		}
-		rc = wait_socket(conn, POLLIN | POLLOUT, deadline, stop, why, why_len);
-		if (rc < 0)
-			return NULL;
-		if (rc > 0 && !PQconsumeInput(conn)) {
-			set_why(why, why_len, "", PQerrorMessage(conn));
-			return NULL;
-		}
-	}
-	for (;;) {
-		while (PQisBusy(conn)) {
-			int rc = wait_socket(conn, POLLIN, deadline, stop, why, why_len);
-			if (rc < 0)
-				goto fail;
-			if (rc > 0 && !PQconsumeInput(conn)) {
-				set_why(why, why_len, "", PQerrorMessage(conn));
-				goto fail;
-			}
-		}
+		if (wait_result(conn, deadline, stop, why, why_len) != 0)
+			goto fail;
 		PGresult *res = PQgetResult(conn);
 		if (!res)
 			break;
-		ExecStatusType st = PQresultStatus(res);
-		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			if (!failed) {
-				const char *msg = PQresultErrorMessage(res);
-				set_why(why, why_len, "", *msg ? msg : PQresStatus(st));
-			}
+		if (!result_ok(res)) {
+			if (!failed)
+				result_why(res, why, why_len);
 			failed = 1;
 			PQclear(res);
 			continue;
@@ -320,6 +348,95 @@ PGresult *pgsql_exec(PGconn *conn, const char *name, const char *sql, int nparam
 		return NULL;
 	}
 	return collect(conn, timeout_ms, stop, why, why_len);
+}
+
+/* Sends step k of a transaction of n statements: 0 is BEGIN, n + 1 COMMIT. */
+static int send_step(PGconn *conn, const PgsqlStmt *stmts, int n, int k)
+{
+	if (k == 0)
+		return PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+	if (k == n + 1)
+		return PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+	const PgsqlStmt *s = &stmts[k - 1];
+	return PQsendQueryPrepared(conn, s->name, s->nparams, s->values, NULL, NULL, 0);
+}
+
+int pgsql_transaction(PGconn *conn, const PgsqlStmt *stmts, int n, PGresult **results, int *failed,
+		      int timeout_ms, const atomic_int *stop, char *why, size_t why_len)
+{
+	int64_t deadline = clock_mono_ns() + (int64_t)timeout_ms * 1000000;
+	int err = 0;
+
+	*failed = -1;
+	for (int i = 0; i < n; i++)
+		results[i] = NULL;
+	if (!PQenterPipelineMode(conn)) {
+		set_why(why, why_len, "entering pipeline mode: ", PQerrorMessage(conn));
+		return -EIO;
+	}
+	for (int k = 0; k < n + 2; k++) {
+		if (!send_step(conn, stmts, n, k)) {
+			set_why(why, why_len, "", PQerrorMessage(conn));
+			return -EIO;
+		}
+	}
+	/* The only Sync: the server flushes its answers when it gets here. */
+	if (!PQpipelineSync(conn)) {
+		set_why(why, why_len, "", PQerrorMessage(conn));
+		return -EIO;
+	}
+	if (flush_all(conn, deadline, stop, why, why_len) != 0)
+		return -EIO;
+
+	/* Each step's results end in NULL; those skipped after an error come
+	 * back as PGRES_PIPELINE_ABORTED. */
+	for (int k = 0; k < n + 2; k++) {
+		int i = k - 1; /* the statement's index, when k is one */
+		for (;;) {
+			if (wait_result(conn, deadline, stop, why, why_len) != 0)
+				return -EIO;
+			PGresult *res = PQgetResult(conn);
+			if (!res)
+				break;
+			if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+				PQclear(res);
+				continue;
+			}
+			if (!result_ok(res) && !err) {
+				result_why(res, why, why_len);
+				*failed = i < n ? i : -1;
+				err = 1;
+			}
+			if (i >= 0 && i < n) {
+				PQclear(results[i]);
+				results[i] = res;
+			} else {
+				PQclear(res);
+			}
+		}
+		if (PQstatus(conn) == CONNECTION_BAD) {
+			if (!err)
+				set_why(why, why_len, "", PQerrorMessage(conn));
+			return -EIO; /* *failed stays: -1, or a statement's own error */
+		}
+	}
+	if (wait_result(conn, deadline, stop, why, why_len) != 0)
+		return -EIO;
+	PGresult *sync = PQgetResult(conn);
+	int in_step = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+	PQclear(sync);
+	if (!in_step) {
+		if (!err)
+			set_why(why, why_len, "", "PostgreSQL's answers are out of step with the pipeline");
+		*failed = -1;
+		return -EIO;
+	}
+	if (!PQexitPipelineMode(conn)) {
+		if (!err)
+			set_why(why, why_len, "leaving pipeline mode: ", PQerrorMessage(conn));
+		return -EIO;
+	}
+	return err ? -EIO : 0;
 }
 
 int pgsql_prepare(PGconn *conn, const char *name, const char *sql, int nparams, int timeout_ms,

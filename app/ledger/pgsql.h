@@ -8,6 +8,10 @@
  * dropped (PostgreSQL rolls back what was not committed). Rows travel as
  * array parameters ($1::text[] ...) built here as PostgreSQL array literals,
  * one statement per batch, so no SQL text is ever built from data.
+ * pgsql_transaction sends a whole transaction (BEGIN, prepared statements,
+ * COMMIT) in libpq pipeline mode ending in a single Sync: one round
+ * trip however many statements, which is what matters across a wide-area
+ * link.
  *
  * Connection strings are never logged (they may hold a password); messages
  * name the host and database libpq reports instead. */
@@ -69,6 +73,30 @@ PGconn *pgsql_connect(const char *conninfo, const char *application_name, int ti
 PGresult *pgsql_exec(PGconn *conn, const char *name, const char *sql, int nparams,
 		     const char *const *values, int timeout_ms, const atomic_int *stop, char *why,
 		     size_t why_len);
+
+/* One prepared statement of a transaction, with nparams text parameters
+ * (values borrowed until pgsql_transaction returns). */
+typedef struct PgsqlStmt {
+	const char *name;
+	int nparams;
+	const char *const *values;
+} PgsqlStmt;
+
+/* Runs BEGIN, the n prepared statements in order, COMMIT, in libpq pipeline
+ * mode with one Sync, so the whole transaction costs one round trip (the
+ * server answers nothing before the Sync), and waits at most timeout_ms (or
+ * until *stop) for every answer. Once a statement fails PostgreSQL skips the
+ * rest up to the Sync, COMMIT included, so nothing commits after an error.
+ * results has n slots: on return each holds its statement's result or NULL
+ * (skipped, or never answered), whatever the return value; the caller
+ * PQclear()s them all. Returns 0 when everything, COMMIT included, succeeded;
+ * else -EIO with a reason in why and *failed = the index of the statement
+ * that failed (its error result in results[*failed], for
+ * PQresultErrorField), or -1 when BEGIN, COMMIT, the connection or the wait
+ * failed. After -EIO the connection must be dropped (which rolls back). */
+int pgsql_transaction(PGconn *conn, const PgsqlStmt *stmts, int n, PGresult **results, int *failed,
+		      int timeout_ms, const atomic_int *stop, char *why, size_t why_len)
+	__attribute__((warn_unused_result));
 
 /* Prepares sql under name. Returns 0 or -EIO with a reason in why. */
 int pgsql_prepare(PGconn *conn, const char *name, const char *sql, int nparams, int timeout_ms,

@@ -36,10 +36,17 @@ static const char SQL_CHECKPOINT_ENSURE[] =
 static const char SQL_CHECKPOINT_READ[] =
 	"SELECT lsn FROM ledger_checkpoint WHERE shard = $1::int";
 /* Exactly from the LSN this batch starts after: 0 rows means someone else
- * moved it, and the batch is rolled back. */
+ * moved it, and the batch must not commit. The whole batch is sent in one
+ * pipeline before any answer comes back, so the writer cannot look at the
+ * row count and decide: the statement itself fails instead (1 / 0 rows ->
+ * SQLSTATE 22012, division_by_zero), PostgreSQL then skips the rest of the
+ * pipeline including the COMMIT, and the writer maps exactly that error of
+ * exactly this statement to -ESTALE. */
 static const char SQL_CHECKPOINT_ADVANCE[] =
-	"UPDATE ledger_checkpoint SET lsn = $3::bigint, updated_at = now() "
-	"WHERE shard = $1::int AND lsn = $2::bigint AND $3::bigint > $2::bigint";
+	"WITH moved AS (UPDATE ledger_checkpoint SET lsn = $3::bigint, updated_at = now() "
+	"WHERE shard = $1::int AND lsn = $2::bigint AND $3::bigint > $2::bigint RETURNING 1) "
+	"SELECT 1 / count(*) FROM moved";
+#define SQLSTATE_CHECKPOINT_MOVED "22012"
 static const char SQL_PRODUCTS[] =
 	"INSERT INTO products AS p (id, name, price_cents, stock, per_session_limit, max_per_order, "
 	"reservation_ttl_s, created_at, updated_at) "
@@ -276,41 +283,32 @@ static PGresult *exec(Writer *w, const char *stmt, int nparams, const char *cons
 			  why, why_len);
 }
 
-static int exec_simple(Writer *w, const char *sql, char *why, size_t why_len)
+static void stmt_arrays(PgsqlStmt *st, const char *name, PgsqlArray *cols, int ncols,
+			const char *extra, const char **values)
 {
-	PGresult *res = pgsql_exec(w->conn, NULL, sql, 0, NULL, STATEMENT_TIMEOUT_MS, &w->wb->stop,
-				   why, why_len);
-	if (!res)
-		return -EIO;
-	PQclear(res);
-	return 0;
-}
-
-static int exec_arrays(Writer *w, const char *stmt, PgsqlArray *cols, int ncols, const char *extra,
-		       uint64_t *rows, char *why, size_t why_len)
-{
-	const char *values[16];
 	for (int c = 0; c < ncols; c++)
 		values[c] = pgsql_array_text(&cols[c]);
 	if (extra)
 		values[ncols] = extra;
-	PGresult *res = exec(w, stmt, ncols + (extra ? 1 : 0), values, why, why_len);
-	if (!res)
-		return -EIO;
-	if (rows)
-		*rows = strtoull(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	return 0;
+	*st = (PgsqlStmt){ .name = name, .nparams = ncols + (extra ? 1 : 0), .values = values };
 }
 
-/* Applies the batch in one transaction with its checkpoint. Returns 0,
- * -ESTALE when the checkpoint was not where this writer left it (rolled
- * back; the caller resynchronises), or -EIO (the connection must go). */
+/* Applies the batch in one transaction with its checkpoint, in one round
+ * trip: BEGIN, the checkpoint move, the row statements and COMMIT go out as
+ * one pipeline (pgsql_transaction). If any of them fails PostgreSQL skips the
+ * rest, COMMIT included, and the transaction is left aborted until the
+ * caller drops the connection, which rolls it back. Returns 0, -ESTALE when
+ * the checkpoint was not where this writer left it (nothing committed; the
+ * caller resynchronises), or -EIO (the connection must go). */
 static int batch_apply(Writer *w, char *why, size_t why_len)
 {
 	char shard[16], from[24], to[24];
-	uint64_t rows = 0, updated = 0;
-	int rc;
+	const char *ck[3] = { shard, from, to };
+	const char *prod[P_COLS], *ins[R_COLS + 1], *upd[S_COLS];
+	PgsqlStmt st[4];
+	PGresult *res[4];
+	int n = 0, at_ck, at_status = -1, failed;
+	uint64_t updated = 0;
 
 	size_t changes = batch_build(w);
 	snprintf(shard, sizeof(shard), "%u", w->index);
@@ -318,30 +316,33 @@ static int batch_apply(Writer *w, char *why, size_t why_len)
 	snprintf(to, sizeof(to), "%" PRIu64, w->read_upto);
 	rg_assert(w->read_upto == w->applied + w->n);
 
-	if ((rc = exec_simple(w, "BEGIN", why, why_len)) != 0)
-		return rc;
-	const char *ck[3] = { shard, from, to };
-	PGresult *res = exec(w, "wb_checkpoint_advance", 3, ck, why, why_len);
-	if (!res)
-		return -EIO;
-	rows = strtoull(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	if (rows != 1) {
-		char ignored[256];
-		snprintf(why, why_len, "ledger_checkpoint of shard %u is no longer at lsn %" PRIu64
-			 " (another writer?)", w->index, w->applied);
-		return exec_simple(w, "ROLLBACK", ignored, sizeof(ignored)) == 0 ? -ESTALE : -EIO;
+	at_ck = n;
+	st[n++] = (PgsqlStmt){ .name = "wb_checkpoint_advance", .nparams = 3, .values = ck };
+	if (w->prod[P_ID].n > 0)
+		stmt_arrays(&st[n++], "wb_products", w->prod, P_COLS, NULL, prod);
+	if (w->ins[R_ID].n > 0)
+		stmt_arrays(&st[n++], "wb_reservations", w->ins, R_COLS, shard, ins);
+	if (changes > 0) {
+		at_status = n;
+		stmt_arrays(&st[n++], "wb_status", w->upd, S_COLS, NULL, upd);
 	}
-	if (w->prod[P_ID].n > 0 &&
-	    (rc = exec_arrays(w, "wb_products", w->prod, P_COLS, NULL, NULL, why, why_len)) != 0)
-		return rc;
-	if (w->ins[R_ID].n > 0 &&
-	    (rc = exec_arrays(w, "wb_reservations", w->ins, R_COLS, shard, NULL, why, why_len)) != 0)
-		return rc;
-	if (changes > 0 &&
-	    (rc = exec_arrays(w, "wb_status", w->upd, S_COLS, NULL, &updated, why, why_len)) != 0)
-		return rc;
-	if ((rc = exec_simple(w, "COMMIT", why, why_len)) != 0)
+	rg_assert(n <= (int)(sizeof(st) / sizeof(st[0])));
+
+	int rc = pgsql_transaction(w->conn, st, n, res, &failed, STATEMENT_TIMEOUT_MS, &w->wb->stop,
+				   why, why_len);
+	if (rc == 0 && at_status >= 0)
+		updated = strtoull(PQcmdTuples(res[at_status]), NULL, 10);
+	if (rc != 0 && failed == at_ck) {
+		const char *state = PQresultErrorField(res[at_ck], PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
+			snprintf(why, why_len, "ledger_checkpoint of shard %u is no longer at lsn %" PRIu64
+				 " (another writer?)", w->index, w->applied);
+			rc = -ESTALE;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		PQclear(res[i]);
+	if (rc != 0)
 		return rc;
 	if (updated < changes)
 		log_warn("%zu status change(s) in lsn %" PRIu64 "..%" PRIu64 " found no 'reserved' row in "

@@ -18,7 +18,12 @@
  * records one by one in LSN order: products (the last SKU_PUT per SKU wins),
  * inventory_log inserts (a reservation whose status also changed within the
  * batch is inserted with its final status), then status updates. Rows travel
- * as array parameters, never as SQL text.
+ * as array parameters, never as SQL text. BEGIN, the checkpoint move, those
+ * statements and COMMIT go out as one libpq pipeline with a single Sync, so
+ * a batch costs one round trip to PostgreSQL (it cost four or more, which
+ * capped the drain rate across a wide-area link at batch / (4 * RTT)); a
+ * checkpoint found elsewhere makes its statement fail, so PostgreSQL skips
+ * the rest of the pipeline and the COMMIT with it.
  *
  * On a PostgreSQL error the writer rolls back (by dropping the connection),
  * reconnects with capped exponential backoff (100 ms doubling up to

@@ -206,7 +206,8 @@ def stack_cmd(command):
     return out.returncode == 0
 
 
-def nemesis(stop, counts):
+def nemesis(stop, counts, first_round):
+    """Faults until stop; first_round is set once each kind ran at least once."""
     rng = random.Random(SEED ^ 0x5EED)
     pg_down = False
     first = ["ledger", "worker", "pg"]  # each kind at least once, even in a short run
@@ -233,6 +234,8 @@ def nemesis(stop, counts):
                 pg_down = True
         if pg_down and rng.random() < 0.5:
             pg_down = not stack_cmd("pg-start")
+        if not first:
+            first_round.set()
     if pg_down:
         stack_cmd("pg-start")
 
@@ -589,12 +592,15 @@ def main():
     counts = {"ledger": 0, "worker": 0, "pg": 0}
     buyers = [Buyer(n, skus, weights, stop) for n in range(BUYERS)]
     nem_stop = threading.Event()
-    nem = threading.Thread(target=nemesis, args=(nem_stop, counts), daemon=True)
+    first_round = threading.Event()
+    nem = threading.Thread(target=nemesis, args=(nem_stop, counts, first_round), daemon=True)
     started = time.monotonic()
     for b in buyers:
         b.start()
     nem.start()
     time.sleep(DURATION_S)
+    # A slow (sanitizer) build may need longer for one fault of each kind.
+    first_round.wait(120)
     nem_stop.set()
     nem.join(120)
     time.sleep(0.5)  # the last answers after the last fault

@@ -19,11 +19,15 @@
  *            back, the sales reach it and rows added meanwhile are adopted
  *   audit    after a mixed workload scripts/audit reports zero differences;
  *            a hand edit of products.stock is reported; undone, zero again
+ *   pipeline the ledger restarted to reach PostgreSQL through a counting
+ *            socket proxy: every write-behind COMMIT (but a connection's
+ *            first) came after exactly one round trip; rows all correct
  *
  * Randomised parts print their seed; RG_TEST_SEED reproduces a run. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,6 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -1022,12 +1029,383 @@ static void scenario_audit(void)
 	ledger_client_close(c);
 }
 
+/* ---- scenario: pipeline ------------------------------------------------------------------ */
+
+/* A Unix-socket proxy between the ledger and PostgreSQL ("tap") that counts,
+ * on each write-behind connection (recognised by its application_name in the
+ * startup packet), the round trips before each COMMIT: a round trip is a
+ * reply from PostgreSQL after the ledger sent something. It reads the
+ * server's messages (type byte, length) only to spot CommandComplete
+ * "COMMIT". The first COMMIT of a connection also pays for connecting and
+ * preparing, so it is not judged. PostgreSQL flushes its answers only at a
+ * Sync (or past 8 KiB of them), so a batch sent as one pipeline is exactly
+ * one round trip; BEGIN, checkpoint, rows and COMMIT sent one by one are four
+ * or more. Counting messages, not time: the result does not depend on speed. */
+typedef struct Tap {
+	pthread_mutex_t mu;
+	atomic_int stop;
+	int lfd;
+	char path[700], upstream[700];
+	unsigned long writer_conns, judged, bad, max_turns;
+	pthread_t accept_thread;
+} Tap;
+
+typedef struct TapConn {
+	Tap *tap;
+	int cfd, sfd;
+	int refs;                  /* the two forwarding threads */
+	int writer;
+	int client_spoke;          /* the ledger sent since PostgreSQL last answered */
+	unsigned long turns, commits;
+	uint8_t hdr[5];            /* the server message being read */
+	size_t hdr_len, tag_len;
+	uint32_t body_left;
+	char tag[8];
+} TapConn;
+
+static Tap tap;
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static void tap_message_done(TapConn *c)
+{
+	Tap *t = c->tap;
+	if (c->hdr[0] == 'C' && c->tag_len == 7 && memcmp(c->tag, "COMMIT", 7) == 0) {
+		if (c->commits++ > 0) {
+			t->judged++;
+			if (c->turns != 1 && ++t->bad <= 5)
+				fprintf(stderr, "a write-behind COMMIT took %lu round trips\n", c->turns);
+			if (c->turns > t->max_turns)
+				t->max_turns = c->turns;
+		}
+		c->turns = 0;
+	}
+	c->hdr_len = 0;
+}
+
+/* Follows the server's message stream (under tap.mu). */
+static void tap_parse(TapConn *c, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (c->hdr_len < 5) {
+			c->hdr[c->hdr_len++] = p[i];
+			if (c->hdr_len == 5) {
+				uint32_t len = (uint32_t)c->hdr[1] << 24 | (uint32_t)c->hdr[2] << 16 |
+					       (uint32_t)c->hdr[3] << 8 | c->hdr[4];
+				REQUIRE(len >= 4);
+				c->body_left = len - 4;
+				c->tag_len = 0;
+				if (c->body_left == 0)
+					tap_message_done(c);
+			}
+			continue;
+		}
+		if (c->hdr[0] == 'C' && c->tag_len < sizeof(c->tag))
+			c->tag[c->tag_len++] = (char)p[i];
+		if (--c->body_left == 0)
+			tap_message_done(c);
+	}
+}
+
+static void tap_conn_release(TapConn *c)
+{
+	pthread_mutex_lock(&tap.mu);
+	int last = --c->refs == 0;
+	pthread_mutex_unlock(&tap.mu);
+	if (last) {
+		close(c->cfd);
+		close(c->sfd);
+		free(c);
+	}
+}
+
+static void *tap_up_main(void *arg) /* ledger -> PostgreSQL */
+{
+	TapConn *c = arg;
+	uint8_t buf[65536];
+	int first = 1;
+	for (;;) {
+		ssize_t n = read(c->cfd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&tap.mu);
+		if (first && memmem(buf, (size_t)n, "rg-ledger write-behind", 22)) {
+			c->writer = 1;
+			tap.writer_conns++;
+		}
+		first = 0;
+		c->client_spoke = 1;
+		pthread_mutex_unlock(&tap.mu);
+		if (write_all(c->sfd, buf, (size_t)n) != 0)
+			break;
+	}
+	shutdown(c->sfd, SHUT_WR);
+	tap_conn_release(c);
+	return NULL;
+}
+
+static void *tap_down_main(void *arg) /* PostgreSQL -> ledger */
+{
+	TapConn *c = arg;
+	uint8_t buf[65536];
+	for (;;) {
+		ssize_t n = read(c->sfd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&tap.mu);
+		if (c->writer) {
+			if (c->client_spoke)
+				c->turns++;
+			tap_parse(c, buf, (size_t)n);
+		}
+		c->client_spoke = 0;
+		pthread_mutex_unlock(&tap.mu);
+		if (write_all(c->cfd, buf, (size_t)n) != 0)
+			break;
+	}
+	shutdown(c->cfd, SHUT_WR);
+	tap_conn_release(c);
+	return NULL;
+}
+
+static int unix_connect(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	REQUIRE(strlen(path) < sizeof(a.sun_path));
+	memcpy(a.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void *tap_accept_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&tap.stop)) {
+		struct pollfd pfd = { .fd = tap.lfd, .events = POLLIN };
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		int cfd = accept4(tap.lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0)
+			continue;
+		int sfd = unix_connect(tap.upstream);
+		if (sfd < 0) {
+			close(cfd); /* PostgreSQL away: the ledger retries */
+			continue;
+		}
+		TapConn *c = xcalloc(1, sizeof(*c));
+		*c = (TapConn){ .tap = &tap, .cfd = cfd, .sfd = sfd, .refs = 2 };
+		pthread_t t1, t2;
+		REQUIRE(pthread_create(&t1, NULL, tap_up_main, c) == 0);
+		REQUIRE(pthread_create(&t2, NULL, tap_down_main, c) == 0);
+		pthread_detach(t1);
+		pthread_detach(t2);
+	}
+	return NULL;
+}
+
+/* Reads the stack's config, or writes it back. */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	REQUIRE(f);
+	char *s = xcalloc(1, 65536);
+	size_t n = fread(s, 1, 65535, f);
+	REQUIRE(n < 65535);
+	fclose(f);
+	return s;
+}
+
+static void spit(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+	REQUIRE(f);
+	REQUIRE(fputs(s, f) >= 0);
+	REQUIRE(fclose(f) == 0);
+}
+
+/* Lines of path containing what (0 when there is no file). */
+static int count_in_file(const char *path, const char *what)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	int n = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void scenario_pipeline(void)
+{
+	char dir[600], conf[600], tag[24], like[64];
+	snprintf(dir, sizeof(dir), "%s/pipeline-tap", stack_dir);
+	snprintf(conf, sizeof(conf), "%s/revenue-guard.conf", stack_dir);
+	snprintf(tag, sizeof(tag), "%lld", (long long)clock_wall_ms());
+	snprintf(like, sizeof(like), "wb-pipe-%s-%%", tag);
+
+	/* The tap, where the ledger will look for PostgreSQL's socket. */
+	REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+	pthread_mutex_init(&tap.mu, NULL);
+	atomic_init(&tap.stop, 0);
+	snprintf(tap.path, sizeof(tap.path), "%s/.s.PGSQL.%s", dir, env_pgport);
+	snprintf(tap.upstream, sizeof(tap.upstream), "%s/.s.PGSQL.%s", env_pghost, env_pgport);
+	unlink(tap.path);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	REQUIRE(strlen(tap.path) < sizeof(a.sun_path));
+	memcpy(a.sun_path, tap.path, strlen(tap.path) + 1);
+	tap.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	REQUIRE(tap.lfd >= 0 && bind(tap.lfd, (struct sockaddr *)&a, sizeof(a)) == 0);
+	REQUIRE(chmod(tap.path, 0777) == 0 && listen(tap.lfd, 16) == 0);
+	REQUIRE(pthread_create(&tap.accept_thread, NULL, tap_accept_main, NULL) == 0);
+
+	/* The ledger, restarted to write behind through the tap. */
+	char *orig = slurp(conf), *tapped = xcalloc(1, 70000);
+	char *line = strstr(orig, "\npg_conninfo = ");
+	REQUIRE(line);
+	char *eol = strchr(line + 1, '\n');
+	REQUIRE(eol);
+	snprintf(tapped, 70000, "%.*s\npg_conninfo = \"host=%s port=%s dbname=%s user=%s\"%s",
+		 (int)(line - orig), orig, dir, env_pgport, env_pgdb, env_pguser, eol);
+	REQUIRE(stack_cmd("ledger-kill") == 0);
+	spit(conf, tapped);
+	REQUIRE(stack_cmd("ledger-start") == 0);
+	LedgerClient *c = ledger_open();
+
+	/* Batches of every kind (products, reservations, status changes) until
+	 * enough COMMITs were judged. */
+	ResSet set;
+	resset_init(&set);
+	uint64_t next_id = 1;
+	size_t refused = 0;
+	for (int i = 0; i < 4; i++) {
+		char sku[72];
+		snprintf(sku, sizeof(sku), "wb-pipe-%s-%d", tag, i);
+		put_sku(c, sku, 1000000, 3600, "pipeline", 100);
+	}
+	int64_t deadline = clock_mono_ns() + 60LL * 1000000000;
+	for (int round = 0;; round++) {
+		pthread_mutex_lock(&tap.mu);
+		unsigned long judged = tap.judged;
+		pthread_mutex_unlock(&tap.mu);
+		if (judged >= 30)
+			break;
+		if (clock_mono_ns() > deadline) {
+			fprintf(stderr, "only %lu write-behind COMMITs went through the tap in 60 s\n", judged);
+			check_failures++;
+			break;
+		}
+		char sku[72];
+		snprintf(sku, sizeof(sku), "wb-pipe-%s-%d", tag, round % 4);
+		put_sku(c, sku, 1000000, 3600, "pipeline", 100 + round);
+		if (set.n + 8 > set.cap) {
+			set.cap = set.cap ? 2 * set.cap : 256;
+			set.v = xrealloc(set.v, set.cap * sizeof(Res));
+		}
+		Res *rs = &set.v[set.n];
+		memset(rs, 0, 8 * sizeof(Res));
+		for (int i = 0; i < 8; i++) {
+			snprintf(rs[i].sku, sizeof(rs[i].sku), "wb-pipe-%s-%d", tag, (round + i) % 4);
+			snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-%d-%d", tag, round, i);
+			rs[i].quantity = 1 + i % 3;
+			rs[i].want = i % 3 == 0 ? WIRE_RES_CONFIRMED : i % 3 == 1 ? WIRE_RES_RELEASED
+										     : WIRE_RES_RESERVED;
+		}
+		set.n += 8;
+		REQUIRE(reserve_batch(c, rs, 8, &next_id, &refused) == 0);
+		REQUIRE(actions_batch(c, rs, 8, &next_id) == 0);
+		usleep(20000); /* let most batches commit separately: more COMMITs judged */
+	}
+	wait_drained(c, 60);
+
+	/* A checkpoint moved behind the writer's back (as by another writer):
+	 * the advance inside the pipeline must fail, be recognised as such
+	 * (-ESTALE: "no longer at lsn" in the log) and the batch, rolled back,
+	 * must be applied again from PostgreSQL's checkpoint. */
+	char log_path[700];
+	snprintf(log_path, sizeof(log_path), "%s/log/ledger.log", stack_dir);
+	int stale_before = count_in_file(log_path, "is no longer at lsn");
+	PGconn *pg = pg_open();
+	PQclear(pg_q(pg, "UPDATE ledger_checkpoint SET lsn = lsn - 1 WHERE lsn > 0", 0, NULL));
+	deadline = clock_mono_ns() + 60LL * 1000000000;
+	for (int round = 0; count_in_file(log_path, "is no longer at lsn") == stale_before; round++) {
+		REQUIRE(clock_mono_ns() < deadline);
+		if (set.n + 4 > set.cap) {
+			set.cap = 2 * set.cap;
+			set.v = xrealloc(set.v, set.cap * sizeof(Res));
+		}
+		Res *rs = &set.v[set.n];
+		memset(rs, 0, 4 * sizeof(Res));
+		for (int i = 0; i < 4; i++) {
+			snprintf(rs[i].sku, sizeof(rs[i].sku), "wb-pipe-%s-%d", tag, i);
+			snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-stale-%d-%d", tag, round, i);
+			rs[i].quantity = 1;
+			rs[i].want = WIRE_RES_RESERVED;
+		}
+		set.n += 4;
+		REQUIRE(reserve_batch(c, rs, 4, &next_id, &refused) == 0);
+		usleep(50000);
+	}
+	printf("pipeline: a moved checkpoint was noticed and the writer resynchronised\n");
+	wait_drained(c, 60);
+	CHECK_EQ_INT(refused, 0);
+	verify_rows(pg, &set, like);
+	PQfinish(pg);
+	ledger_client_close(c);
+
+	pthread_mutex_lock(&tap.mu);
+	printf("pipeline: %lu write-behind connection(s) through the tap, %lu COMMITs judged, %lu of "
+	       "them after more than one round trip (most: %lu)\n", tap.writer_conns, tap.judged,
+	       tap.bad, tap.max_turns);
+	CHECK(tap.writer_conns >= 1);
+	CHECK(tap.judged >= 30);
+	CHECK_EQ_INT(tap.bad, 0);
+	pthread_mutex_unlock(&tap.mu);
+
+	/* Back to the stack as it was. */
+	REQUIRE(stack_cmd("ledger-kill") == 0);
+	spit(conf, orig);
+	REQUIRE(stack_cmd("ledger-start") == 0);
+	c = ledger_open();
+	wait_drained(c, 60);
+	ledger_client_close(c);
+	atomic_store(&tap.stop, 1);
+	pthread_join(tap.accept_thread, NULL);
+	close(tap.lfd);
+	unlink(tap.path);
+	free(orig);
+	free(tapped);
+	free(set.v);
+	htab_free(&set.tab);
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = getenv("RG_STACK_DIR"), *repo = getenv("RG_REPO_DIR");
 	if (argc != 2 || !dir || !repo) {
 		fprintf(stderr, "usage: RG_STACK_DIR=DIR RG_REPO_DIR=REPO test_writebehind "
-			"arrays|basic|outage|kill|adopt|coldstart|audit\n");
+			"arrays|basic|outage|kill|adopt|coldstart|audit|pipeline\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1051,6 +1429,8 @@ int main(int argc, char **argv)
 		scenario_coldstart();
 	else if (strcmp(what, "audit") == 0)
 		scenario_audit();
+	else if (strcmp(what, "pipeline") == 0)
+		scenario_pipeline();
 	else {
 		fprintf(stderr, "unknown scenario %s\n", what);
 		return 2;
