@@ -3,8 +3,8 @@
  * Objects embed an HNode as their first member and carry their own key; the
  * table only links nodes by a precomputed 64-bit hash. Lookups walk one
  * bucket: HTAB_FOR_HASH(table, hash, node) { if (key matches) return node; }
- * The table doubles when it holds as many nodes as buckets, so chains stay
- * short; it never allocates per node. Not thread-safe. */
+ * The table doubles when it is half full, so chains stay short even for
+ * lookups that miss; it never allocates per node. Not thread-safe. */
 #ifndef RG_HTAB_H
 #define RG_HTAB_H
 

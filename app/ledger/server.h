@@ -3,7 +3,8 @@
  * DESIGN. One epoll thread accepts connections on the Unix socket, reads and
  * decodes frames, answers HELLO, PING and STATS itself and routes every other
  * request to the shard that owns it (by the SKU's hash, or the route carried
- * in a reservation id). Shards answer through server_post_replies from their
+ * in a reservation id), handing each shard what one pass of the loop decoded
+ * for it in one go. Shards answer through server_post_replies from their
  * syncer threads once a batch is durable; the I/O thread writes the answers.
  * A connection that sends a malformed frame is closed; nothing else is
  * affected. Full shard inboxes and too many requests in flight on one

@@ -27,11 +27,6 @@ const uint64_t shard_fsync_bound_us[SHARD_FSYNC_BUCKETS - 1] = { 100, 250, 500, 
 								 5000, 10000, 25000, 50000,
 								 100000, 1000000 };
 
-typedef struct ShardRequest {
-	WireRequest req;
-	uint64_t conn;
-} ShardRequest;
-
 /* Everything one fsync makes durable, and the answers it releases. */
 typedef struct Batch {
 	Buf wal;                   /* framed records */
@@ -349,15 +344,16 @@ static void maybe_snapshot(Shard *s, int force)
 	s->records_since_snapshot = 0;
 }
 
-/* With mu held: gives the building batch to the syncer if it is free. */
-static void hand_over(Shard *s)
+/* With mu held: gives the building batch to the syncer if it is free.
+ * Returns 1 when it did: the caller then signals sync_cond. */
+static int hand_over(Shard *s)
 {
 	s->stats.book = *book_stats(s->book);
 	if (s->syncing || batch_empty(s->building))
-		return;
+		return 0;
 	s->syncing = s->building;
 	s->building = s->building == &s->batch[0] ? &s->batch[1] : &s->batch[0];
-	pthread_cond_signal(&s->sync_cond);
+	return 1;
 }
 
 static struct timespec deadline_in_ms(int64_t ms)
@@ -421,14 +417,21 @@ static void *shard_main(void *arg)
 		maybe_snapshot(s, 0);
 
 		pthread_mutex_lock(&s->mu);
-		hand_over(s);
+		if (hand_over(s)) {
+			/* Signalled outside mu, so the syncer does not wake into
+			 * a lock this thread still holds. */
+			pthread_mutex_unlock(&s->mu);
+			pthread_cond_signal(&s->sync_cond);
+			pthread_mutex_lock(&s->mu);
+		}
 	}
 
 	/* Stopping: everything queued has been applied. Make the last batch
 	 * durable; its answers are then posted, and shard_drain returns so the
 	 * server can deliver them while the final snapshot is written. */
 	for (;;) {
-		hand_over(s);
+		if (hand_over(s))
+			pthread_cond_signal(&s->sync_cond);
 		if (!s->syncing && batch_empty(s->building))
 			break;
 		pthread_cond_wait(&s->work_cond, &s->mu);
@@ -472,6 +475,8 @@ static unsigned hist_bucket(const uint64_t *bound, unsigned nbounds, uint64_t v)
 	return i;
 }
 
+/* Makes b durable, posts its answers, then frees the syncer (syncing =
+ * NULL) and wakes the shard thread, which may hand b back at once. */
 static void sync_batch(Shard *s, Batch *b)
 {
 	uint64_t fsync_ns = 0;
@@ -490,12 +495,16 @@ static void sync_batch(Shard *s, Batch *b)
 	}
 	if (b->n > 0)
 		s->reply(s->reply_ctx, b->replies, b->n, b->out.data);
+	/* Emptied before syncing = NULL below: the shard thread may build
+	 * into it again the moment it sees the syncer free. */
+	uint64_t records = b->records, wal_len = b->wal.len, n = b->n;
+	batch_reset(b);
 
 	pthread_mutex_lock(&s->mu);
-	s->durable_lsn += b->records;
+	s->durable_lsn += records;
 	if (s->snap_queued && s->durable_lsn >= s->snap_lsn)
 		pthread_cond_signal(&s->snap_cond);
-	if (b->records)
+	if (records)
 		pthread_cond_broadcast(&s->durable_cond);
 	uint64_t deletable = s->deletable_lsn;
 	if (s->writebehind && s->stats.wb_applied_lsn < deletable)
@@ -506,13 +515,13 @@ static void sync_batch(Shard *s, Batch *b)
 		s->deleted_lsn = deletable;
 	ShardStats *st = &s->stats;
 	st->batches++;
-	st->requests += b->n;
-	st->records += b->records;
-	st->wal_bytes += b->wal.len;
-	st->last_lsn += b->records;
-	if (b->n > 0)
-		st->batch_hist[hist_bucket(shard_batch_bound, SHARD_BATCH_BUCKETS - 1, b->n)]++;
-	if (b->wal.len > 0) {
+	st->requests += n;
+	st->records += records;
+	st->wal_bytes += wal_len;
+	st->last_lsn += records;
+	if (n > 0)
+		st->batch_hist[hist_bucket(shard_batch_bound, SHARD_BATCH_BUCKETS - 1, n)]++;
+	if (wal_len > 0) {
 		st->fsyncs++;
 		st->fsync_ns_total += fsync_ns;
 		if (fsync_ns > st->fsync_ns_max)
@@ -520,8 +529,10 @@ static void sync_batch(Shard *s, Batch *b)
 		st->fsync_hist[hist_bucket(shard_fsync_bound_us, SHARD_FSYNC_BUCKETS - 1,
 					   fsync_ns / 1000)]++;
 	}
+	s->syncing = NULL;
 	pthread_mutex_unlock(&s->mu);
-	batch_reset(b);
+	/* After the unlock, so the shard thread does not wake into a held mu. */
+	pthread_cond_signal(&s->work_cond);
 
 	if (deletable) {
 		int rc = wal_delete_through(s->wal, deletable);
@@ -591,8 +602,6 @@ static void *syncer_main(void *arg)
 		pthread_mutex_unlock(&s->mu);
 		sync_batch(s, b);
 		pthread_mutex_lock(&s->mu);
-		s->syncing = NULL;
-		pthread_cond_signal(&s->work_cond);
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
@@ -610,24 +619,33 @@ int shard_start(Shard *s)
 	return 0;
 }
 
-int shard_submit(Shard *s, const WireRequest *req, uint64_t conn)
+int shard_submit_many(Shard *s, const ShardRequest *reqs, size_t n)
 {
-	int rc = 0;
 	pthread_mutex_lock(&s->mu);
 	if (s->stopping) {
-		rc = -ESHUTDOWN;
-	} else if (s->inbox_len == s->cfg.queue_len_max) {
-		s->stats.busy++;
-		rc = -EBUSY;
-	} else {
-		ShardRequest *slot = &s->inbox[s->inbox_len++];
-		slot->req = *req;
-		slot->conn = conn;
-		if (s->inbox_len == 1)
-			pthread_cond_signal(&s->work_cond);
+		pthread_mutex_unlock(&s->mu);
+		return -ESHUTDOWN;
 	}
+	size_t room = s->cfg.queue_len_max - s->inbox_len;
+	size_t take = n < room ? n : room;
+	int was_empty = s->inbox_len == 0;
+	memcpy(&s->inbox[s->inbox_len], reqs, take * sizeof(*reqs));
+	s->inbox_len += take;
+	s->stats.busy += n - take;
 	pthread_mutex_unlock(&s->mu);
-	return rc;
+	/* The shard thread sleeps only on an empty inbox (or a full batch,
+	 * when the syncer wakes it): one signal per non-empty hand-in. After
+	 * the unlock, so the woken thread does not at once block on mu. */
+	if (was_empty && take > 0)
+		pthread_cond_signal(&s->work_cond);
+	return (int)take;
+}
+
+int shard_submit(Shard *s, const WireRequest *req, uint64_t conn)
+{
+	ShardRequest one = { .req = *req, .conn = conn };
+	int rc = shard_submit_many(s, &one, 1);
+	return rc == 1 ? 0 : rc == 0 ? -EBUSY : rc;
 }
 
 void shard_drain(Shard *s)

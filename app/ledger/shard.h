@@ -112,6 +112,19 @@ int shard_start(Shard *s) __attribute__((warn_unused_result));
  * Returns 0, -EBUSY when the inbox is full, -ESHUTDOWN once stopping. */
 int shard_submit(Shard *s, const WireRequest *req, uint64_t conn);
 
+/* One request with the connection its answer goes to. */
+typedef struct ShardRequest {
+	WireRequest req;
+	uint64_t conn;
+} ShardRequest;
+
+/* Queues reqs[0..n) in order under one lock with at most one wakeup of the
+ * shard thread (the server submits what one pass of its loop decoded, so the
+ * lock and the wakeup are paid per pass, not per request). Returns how many
+ * were queued — always a prefix; the rest found the inbox full and count as
+ * busy — or -ESHUTDOWN once stopping. */
+int shard_submit_many(Shard *s, const ShardRequest *reqs, size_t n);
+
 /* Stops taking requests and returns once everything already queued is
  * durable and its answers posted (the final snapshot goes on meanwhile). */
 void shard_drain(Shard *s);
