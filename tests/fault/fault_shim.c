@@ -298,17 +298,23 @@ static __attribute__((noreturn)) void crash_now(void)
 
 /* ---- the undo logs ---- */
 
+/* Doubles an array's capacity (from 16); the shim cannot fail gracefully. */
+static void *grow(void *array, size_t *cap, size_t elem_size)
+{
+	*cap = *cap ? *cap * 2 : 16;
+	array = realloc(array, *cap * elem_size);
+	if (!array)
+		abort();
+	return array;
+}
+
 static FileLog *file_log(const struct stat *sb, int fd)
 {
 	for (size_t i = 0; i < nfiles; i++)
 		if (files[i].dev == sb->st_dev && files[i].ino == sb->st_ino)
 			return &files[i];
-	if (nfiles == files_cap) {
-		files_cap = files_cap ? files_cap * 2 : 16;
-		files = realloc(files, files_cap * sizeof(*files));
-		if (!files)
-			abort();
-	}
+	if (nfiles == files_cap)
+		files = grow(files, &files_cap, sizeof(*files));
 	FileLog *f = &files[nfiles++];
 	memset(f, 0, sizeof(*f));
 	f->dev = sb->st_dev;
@@ -323,12 +329,8 @@ static FileLog *file_log(const struct stat *sb, int fd)
 static void file_remember(int fd, const struct stat *sb, off_t off, size_t len)
 {
 	FileLog *f = file_log(sb, fd);
-	if (f->n == f->cap) {
-		f->cap = f->cap ? f->cap * 2 : 16;
-		f->u = realloc(f->u, f->cap * sizeof(*f->u));
-		if (!f->u)
-			abort();
-	}
+	if (f->n == f->cap)
+		f->u = grow(f->u, &f->cap, sizeof(*f->u));
 	Undo *u = &f->u[f->n++];
 	u->off = off;
 	u->len = len;
@@ -361,12 +363,8 @@ static void file_synced(const struct stat *sb)
 
 static DirOp *dirop_add(int kind, const char *a)
 {
-	if (ndirops == dirops_cap) {
-		dirops_cap = dirops_cap ? dirops_cap * 2 : 16;
-		dirops = realloc(dirops, dirops_cap * sizeof(*dirops));
-		if (!dirops)
-			abort();
-	}
+	if (ndirops == dirops_cap)
+		dirops = grow(dirops, &dirops_cap, sizeof(*dirops));
 	DirOp *d = &dirops[ndirops++];
 	memset(d, 0, sizeof(*d));
 	d->kind = kind;

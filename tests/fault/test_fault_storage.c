@@ -617,15 +617,8 @@ int main(void)
 
 	/* The shim decides what survives a crash, so the disk's own flushes
 	 * add nothing but time: work on tmpfs where there is one. */
-	const char *tmpfs = getenv("RG_FAULT_TMPFS") ? getenv("RG_FAULT_TMPFS") : "/dev/shm";
-	char tmpl[512] = "";
-	if (tmpfs[0] && access(tmpfs, W_OK) == 0) {
-		snprintf(tmpl, sizeof(tmpl), "%s/rg-fault-storage.XXXXXX", tmpfs);
-		if (mkdtemp(tmpl))
-			setenv("RG_TEST_TMP", tmpl, 1);
-		else
-			tmpl[0] = '\0';
-	}
+	char tmpl[512];
+	ledger_proc_use_tmpfs("fault-storage", tmpl, sizeof(tmpl));
 	LedgerProc p;
 	ledger_proc_init(&p, "fault-storage");
 	printf("working in %s\n", p.dir);

@@ -512,15 +512,8 @@ int main(void)
 	setenv("RG_SNAPSHOT_INTERVAL_RECORDS", "1000000", 1);
 	setenv("RG_PG_CONNINFO", "", 1);
 
-	const char *tmpfs = getenv("RG_FAULT_TMPFS") ? getenv("RG_FAULT_TMPFS") : "/dev/shm";
-	char tmpl[512] = "";
-	if (tmpfs[0] && access(tmpfs, W_OK) == 0) {
-		snprintf(tmpl, sizeof(tmpl), "%s/rg-wal-damage.XXXXXX", tmpfs);
-		if (mkdtemp(tmpl))
-			setenv("RG_TEST_TMP", tmpl, 1);
-		else
-			tmpl[0] = '\0';
-	}
+	char tmpl[512];
+	ledger_proc_use_tmpfs("wal-damage", tmpl, sizeof(tmpl));
 	const char *dir = getenv("RG_RELIABILITY_DIR");
 	if (dir) {
 		char path[600];

@@ -149,3 +149,17 @@ int ledger_proc_sanitizer_reports(const LedgerProc *p)
 	snprintf(cmd, sizeof(cmd), "grep -l 'Sanitizer' '%s'/*.log >&2", p->dir);
 	return system(cmd) == 0; /* grep exits 0 when it found a report */
 }
+
+void ledger_proc_use_tmpfs(const char *name, char *dir, size_t dir_len)
+{
+	const char *tmpfs = getenv("RG_FAULT_TMPFS") ? getenv("RG_FAULT_TMPFS") : "/dev/shm";
+
+	dir[0] = '\0';
+	if (!tmpfs[0] || access(tmpfs, W_OK) != 0)
+		return;
+	snprintf(dir, dir_len, "%s/rg-%s.XXXXXX", tmpfs, name);
+	if (mkdtemp(dir))
+		setenv("RG_TEST_TMP", dir, 1);
+	else
+		dir[0] = '\0';
+}
