@@ -36,10 +36,11 @@
  *
  * So every record starts at an 8-byte-aligned offset and occupies
  * 16 + round_up(len, 8) bytes. The padding is not checksummed. The batch-start
- * bit is what lets recovery tell a torn write from damage to synced data
- * (see RECOVERY); wal_frame leaves it clear and wal_write sets it. A record never
- * spans two segments: a batch that does not fit in the rest of the current
- * segment goes whole into a new segment named after the batch's first LSN.
+ * bit and the zero fill are what let recovery tell a torn write from damage
+ * to synced data (see RECOVERY); wal_frame leaves the bit clear and wal_write
+ * sets it. A record never spans two segments: a batch that does not fit in
+ * the rest of the current segment goes whole into a new segment named after
+ * the batch's first LSN.
  *
  * VALIDITY
  * A record at offset off of a segment of size S is valid when
@@ -66,12 +67,23 @@
  *     start of a later write proves the damaged one was synced, while valid
  *     records of the damaged write itself prove nothing — its pages reach the
  *     disk in any order, so a crash can keep a later page and lose an earlier
- *     one. The price: damage anywhere in the last write is trimmed as torn,
- *     even if that write had been synced (bit rot there looks exactly like a
- *     torn write, as it always did for the last record). The tail is overwritten
- *     with zeros up to the end of the non-zero region, fdatasync'ed, counted
- *     in torn_bytes and logged; later (empty) segments are deleted.
- *   - Otherwise it is corruption in the middle of acknowledged data: wal_open
+ *     one. So the damage is in the last write, which may have been synced and
+ *     acknowledged all the same: it is a torn tail only if it looks like one.
+ *     A page lost by a crash reverts to what the disk held: the synced bytes
+ *     before the write's start offset (the last batch start at or before the
+ *     damage), zeros from there on (segments are zero-filled). So it is torn
+ *     when the damaged record's header is all zero, or the non-zero data
+ *     stops before the record's declared end (its length, or just the header
+ *     when the length is impossible), or some 512-byte-aligned sector
+ *     overlapping the record is all zero from max(sector start, write start)
+ *     to its end. Then the tail is overwritten with zeros up to the end of
+ *     the non-zero region, fdatasync'ed, counted in torn_bytes and logged;
+ *     later (empty) segments are deleted. Non-zero garbage throughout (a
+ *     flipped bit) is bit rot: corruption, as below. Not told apart: rot
+ *     that lengthens a record of the last write past the end of the data,
+ *     or hits the write's final record when its payload ends in zero bytes,
+ *     looks like a cut there and is trimmed.
+ *   - Otherwise it is corruption of possibly acknowledged data: wal_open
  *     refuses with -EBADMSG and says where, unless allow_corruption is set,
  *     in which case everything from the damage on is dropped the same way
  *     (zeroed, later segments deleted) and an ERROR is logged.
@@ -537,6 +549,33 @@ static int valid_follows(const uint8_t *buf, size_t off, size_t nz, size_t size,
 	return 0;
 }
 
+/* Whether damage at off, inside the last write (which started at wstart),
+ * looks like a torn write rather than bit rot (the RECOVERY rules): the
+ * header at off is all zero, the data stops before the damaged record's
+ * declared end, or some 512-byte sector overlapping the record is zero from
+ * max(sector start, wstart) to its end. A lost page of an unsynced write
+ * reverts to what the disk held: the synced bytes before wstart, zeros from
+ * wstart on (segments are zero-filled). Rot leaves non-zero garbage. */
+static int torn_write(const uint8_t *buf, size_t off, size_t nz, size_t size, size_t wstart)
+{
+	if (is_zero(buf + off, WAL_RECORD_HEADER_LEN))
+		return 1;
+	/* The declared extent; a header with an impossible length declares
+	 * only itself (the caller checked off + 16 <= size). */
+	uint32_t len = get_u32le(buf + off + 4) & LEN_MASK;
+	size_t end = off + WAL_RECORD_HEADER_LEN;
+	if (len >= 1 && len <= WAL_RECORD_PAYLOAD_MAX)
+		end = size - end < len ? size : end + len;
+	if (nz < end)
+		return 1;
+	for (size_t s = off & ~(size_t)511; s < end; s += 512) {
+		size_t from = s > wstart ? s : wstart, to = s + 512 < size ? s + 512 : size;
+		if (is_zero(buf + from, to - from))
+			return 1;
+	}
+	return 0;
+}
+
 /* State of one wal_open. */
 typedef struct Recovery {
 	Wal *w;
@@ -630,15 +669,17 @@ static int later_nonempty(Recovery *r, size_t i, int *out)
 }
 
 /* Damage at offset off of segment i (what says which kind; nz is the end of
- * its non-zero region). gap is set when the damage is a valid record whose
- * LSNs do not continue the log, so records certainly follow. Trims a torn
+ * its non-zero region; wstart is where the last write seen so far in this
+ * segment starts, 0 when none). gap is set when the damage is a valid record
+ * whose LSNs do not continue the log, so records certainly follow. Trims a torn
  * tail, or drops the rest when allowed, or refuses. Afterwards segment i is
  * the last one. */
 static int recover_damage(Recovery *r, size_t i, size_t off, size_t nz, size_t size,
-			  const char *what, int gap)
+			  const char *what, int gap, size_t wstart)
 {
 	Wal *w = r->w;
 	char name[SEG_NAME_LEN + 1], msg[512];
+	const char *why = gap ? "" : " but valid records follow";
 	int rc, follows = gap;
 
 	seg_name(name, w->segs[i].lsn);
@@ -649,8 +690,17 @@ static int recover_damage(Recovery *r, size_t i, size_t off, size_t nz, size_t s
 		if (rc < 0)
 			return rc;
 	}
-	snprintf(msg, sizeof(msg), "segment %s/%s offset %zu: %s%s", w->dir, name, off, what,
-		 gap ? "" : " but valid records follow");
+	/* The damage is in the last write. A damaged record that starts a
+	 * write (its batch-start bit survived) starts the last one. Torn, or
+	 * rot in what may be a synced, acknowledged write? */
+	if (!follows && off + WAL_RECORD_HEADER_LEN <= size) {
+		if (get_u32le(r->buf + off + 4) & LEN_BATCH_START)
+			wstart = off;
+		follows = !torn_write(r->buf, off, nz, size, wstart);
+		if (follows)
+			why = " in the last write, with no sector zeroed as a torn write leaves it";
+	}
+	snprintf(msg, sizeof(msg), "segment %s/%s offset %zu: %s%s", w->dir, name, off, what, why);
 	if (follows && !r->opt->allow_corruption) {
 		set_why(r->why, r->why_len, "%s; refusing to start "
 			"(use --allow-wal-corruption to drop everything after it)", msg);
@@ -691,7 +741,7 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 {
 	Wal *w = r->w;
 	uint64_t name_lsn = w->segs[i].lsn;
-	size_t size, off = 0;
+	size_t size, off = 0, wstart = 0;
 	const char *what = NULL;
 	int rc = seg_read(r, i, &size);
 
@@ -725,7 +775,7 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 					snprintf(gap, sizeof(gap), "records %" PRIu64 "..%" PRIu64
 						 " are missing (not in the log, nor in the snapshot, which ends at lsn %"
 						 PRIu64 ")", expect, lsn - 1, r->after_lsn);
-				rc = recover_damage(r, i, 0, nonzero_end(r->buf, 0, size), size, gap, 1);
+				rc = recover_damage(r, i, 0, nonzero_end(r->buf, 0, size), size, gap, 1, 0);
 				return rc < 0 ? rc : 1;
 			}
 			if (lsn != expect && r->last_lsn)
@@ -748,6 +798,8 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 			r->st->records++;
 		}
 		r->last_lsn = lsn;
+		if (get_u32le(p + 4) & LEN_BATCH_START)
+			wstart = off;
 		off += total;
 	}
 	size_t nz = nonzero_end(r->buf, off, size);
@@ -757,7 +809,7 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 	}
 	if (!what)
 		what = "non-zero bytes after the end of the data";
-	rc = recover_damage(r, i, off, nz, size, what, 0);
+	rc = recover_damage(r, i, off, nz, size, what, 0, wstart);
 	return rc < 0 ? rc : 1;
 }
 

@@ -38,8 +38,9 @@ typedef int (*WalRecordFn)(void *ctx, uint64_t lsn, const uint8_t *payload, size
  * a torn tail (logging the bytes), and leaves the log ready to append at
  * last_lsn + 1 (or after_lsn + 1 when the log ends before the snapshot).
  * Returns 0, or a negative errno: -EBADMSG when a damaged record is followed by
- * valid ones (corruption in the middle; *why says where) and
- * allow_corruption is off; -EIO etc. on I/O failure. */
+ * valid ones (corruption in the middle), or is in the last write but shows no
+ * zeroed sector as a torn write leaves (bit rot; see wal.c RECOVERY), with
+ * *why saying where, and allow_corruption is off; -EIO etc. on I/O failure. */
 int wal_open(const WalOptions *opt, uint64_t after_lsn, WalRecordFn fn, void *ctx,
 	     Wal **out, WalRecoveryStats *stats, char *why, size_t why_len)
 	__attribute__((warn_unused_result));

@@ -12,11 +12,14 @@
  *   cut with zeros after it): a torn tail, trimmed; exactly the records
  *   wholly before the cut survive, and the log takes appends again;
  *   a bit flip anywhere (a seeded sample; every byte with RG_FAULT_LONG=1):
- *     - in a record of the last write (from the last batch start on): torn
- *       tail, trimmed, the records before it survive;
- *     - in an earlier record: refused, -EBADMSG, and the message names the
- *       segment, the offset and --allow-wal-corruption; with
- *       allow_corruption the records before it survive;
+ *     - in any record, the last write's included: refused, -EBADMSG, and
+ *       the message names the segment, the offset and
+ *       --allow-wal-corruption; with allow_corruption the records before it
+ *       survive. A torn write leaves zeroed sectors, a flip does not, so rot
+ *       in a synced last write is no longer trimmed silently; except where
+ *       the flip looks like a cut (it lengthens a record of the last write
+ *       past the data, or hits the final record whose payload ends in zero
+ *       bytes): then trimmed, as wal.c documents;
  *     - in padding: not checksummed, everything survives;
  *     - after the data: trimmed, everything survives.
  * A seeded handful of each kind also runs through the real rg-ledger: it
@@ -373,9 +376,39 @@ static void truncations(LedgerProc *p, unsigned last_k, unsigned step)
 		 (unsigned)check_failures - bad_before);
 }
 
-/* What a flip at segment s, offset off must do: 0 trimmed as torn (keep
- * says how many records survive), 1 refused (keep: with allow_corruption). */
-static int flip_expect(int s, size_t off, uint64_t *keep)
+/* Whether record i of the last write, with bit `bit` of byte off flipped,
+ * still looks like a cut (wal.c RECOVERY): the data stops before the end its
+ * (maybe flipped) length declares. Only a flip that lengthens a record past
+ * the end of the data, or one in the final record when its payload ends in
+ * zero bytes, does; rot and a cut are not told apart there. */
+static int flip_looks_cut(size_t i, size_t off, int bit)
+{
+	Rec *r = &recs[i];
+	const uint8_t *seg = seg_orig[r->seg];
+	uint8_t w[4];
+	memcpy(w, seg + r->off + 4, 4);
+	if (off >= r->off + 4 && off < r->off + 8)
+		w[off - r->off - 4] ^= (uint8_t)(1u << bit);
+	uint32_t len = get32(w) & 0x7fffffffu;
+	size_t end = r->off + WAL_RECORD_HEADER_LEN;
+	if (len >= 1 && len <= WAL_RECORD_PAYLOAD_MAX)
+		end = end + len > seg_size[r->seg] ? seg_size[r->seg] : end + len;
+	/* The end of the non-zero data after the flip. */
+	size_t nz = recs[nrec - 1].nz_end;
+	if (i == nrec - 1) {
+		if (off >= nz)
+			nz = off + 1;
+		else if (off == nz - 1 && (seg[off] ^ (1u << bit)) == 0)
+			while (nz > r->off && (nz - 1 == off || seg[nz - 1] == 0))
+				nz--;
+	}
+	return nz < end;
+}
+
+/* What a flip at segment s, offset off, bit bit must do: 0 trimmed as torn
+ * (keep says how many records survive), 1 refused (keep: with
+ * allow_corruption). */
+static int flip_expect(int s, size_t off, int bit, uint64_t *keep)
 {
 	size_t last_start = nrec;
 	while (last_start > 0 && !recs[last_start - 1].batch_start)
@@ -390,8 +423,10 @@ static int flip_expect(int s, size_t off, uint64_t *keep)
 			*keep = nrec; /* padding */
 			return 0;
 		}
+		/* In the last write: bit rot (refused), not a torn write, since
+		 * nothing is zeroed, unless it looks like a cut. */
 		*keep = i;
-		return i >= last_start && r->seg == nseg - 1 ? 0 : 1;
+		return i >= last_start && r->seg == nseg - 1 ? !flip_looks_cut(i, off, bit) : 1;
 	}
 	/* After the data: trimmed in the last segment, corruption in an older
 	 * one (a later segment holds records). */
@@ -433,7 +468,7 @@ static void flips(LedgerProc *p, unsigned n)
 		}
 		int bit = (int)(rnd() % 8);
 		uint64_t keep, got;
-		int expect = flip_expect(s, off, &keep);
+		int expect = flip_expect(s, off, bit, &keep);
 
 		restore();
 		seg_path(path, sizeof(path), s);
@@ -484,14 +519,14 @@ static void flips(LedgerProc *p, unsigned n)
 				daemon_torn++;
 		}
 	}
-	printf("bit flips: %u cases: %u refused (mid-log), %u trimmed (last write or after the data), "
+	printf("bit flips: %u cases: %u refused (in records), %u trimmed (after the data, or like a cut), "
 	       "%u in padding (not checksummed, harmless)\n", cases, refused, torn, pad);
 	char how[200];
 	snprintf(how, sizeof(how), "one bit flipped at a seeded offset over %d segments written by "
 		 "rg-ledger; wal_open + rg-ledger (RG_SEED=%" PRIu64 ")", nseg, seed0);
 	char cls[200];
-	snprintf(cls, sizeof(cls), "WAL bit flip: refused before the last write (%u), trimmed in it "
-		 "(%u), ignored in padding (%u)", refused, torn, pad);
+	snprintf(cls, sizeof(cls), "WAL bit flip: refused in records, the last write's too (%u), "
+		 "trimmed after the data or like a cut (%u), ignored in padding (%u)", refused, torn, pad);
 	rel_line(cls, how, cases, (unsigned)check_failures - bad_before);
 }
 

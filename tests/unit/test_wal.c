@@ -568,15 +568,24 @@ static void test_bit_flips(void)
 		wal_close(w);
 	}
 
-	/* A flip in the last record is a torn tail. */
+	/* A flip in the last record is bit rot, not a torn write (nothing in
+	 * it is zeroed): that record may have been acknowledged. Refused, and
+	 * dropped when allowed. */
 	testdir_clear(dir);
 	w = open_ok(&o, 0, &g, &st);
 	append(w, 100, 9, MIB);
 	wal_close(w);
 	flip_bit(path, start[99] + 16, 0);
+	w = NULL;
+	CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), -EBADMSG);
+	CHECK(w == NULL);
+	CHECK(strstr(why, "in the last write") != NULL);
+	CHECK(strstr(why, "--allow-wal-corruption") != NULL);
+	o.allow_corruption = 1;
 	w = open_ok(&o, 0, &g, &st);
+	o.allow_corruption = 0;
 	CHECK_EQ_INT(g.n, 99);
-	CHECK_EQ_INT(st.torn_bytes, WAL_RECORD_HEADER_LEN + payload_len(100));
+	CHECK_EQ_INT(st.torn_bytes, 0);
 	CHECK_EQ_INT(wal_next_lsn(w), 100);
 	append(w, 1, 1, MIB);
 	wal_close(w);
@@ -661,6 +670,67 @@ static void test_torn_write_out_of_order(void)
 	CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), -EBADMSG);
 	CHECK(w == NULL);
 	CHECK(strstr(why, "valid records follow") != NULL);
+	testdir_remove(dir);
+}
+
+/* Torn write or bit rot inside the last write: a crash loses whole sectors,
+ * which revert to zeros (the segment was zero-filled); rot leaves non-zero
+ * garbage. The last write is records 41..60, about 1.4 KiB, so a whole
+ * 512-byte sector lies inside it: zeroed it is trimmed, one bit flipped in
+ * the same place is refused. */
+static void test_torn_sector_or_rot(void)
+{
+	char dir[512], path[1024], why[512], where[64];
+	WalOptions o;
+	WalRecoveryStats st;
+	Got g;
+	Wal *w;
+	size_t start[61];
+
+	testdir_case(dir, sizeof(dir), "sector");
+	o = opts(dir, MIB);
+	start[0] = 0;
+	for (uint64_t i = 1; i <= 60; i++)
+		start[i] = start[i - 1] + frame_len(i);
+	seg_path(path, sizeof(path), dir, 1);
+	size_t sec = (start[40] + 511) & ~(size_t)511;
+	REQUIRE(sec + 512 < start[60]);
+	/* The record the sector starts in (or after whose payload it starts). */
+	uint64_t keep = 0;
+	while (start[keep] + WAL_RECORD_HEADER_LEN + payload_len(keep + 1) <= sec)
+		keep++;
+	REQUIRE(keep >= 40);
+
+	for (int rot = 0; rot < 2; rot++) {
+		testdir_clear(dir);
+		w = open_ok(&o, 0, &g, &st);
+		append(w, 40, 10, MIB);
+		append(w, 20, 20, MIB);
+		wal_close(w);
+		if (rot)
+			flip_bit(path, sec + 100, 3);
+		else
+			zero_bytes(path, sec, sec + 512);
+		if (!rot) {
+			w = open_ok(&o, 0, &g, &st);
+			CHECK_EQ_INT(g.n, keep);
+			CHECK(st.torn_bytes > 0);
+			CHECK_EQ_INT(wal_next_lsn(w), keep + 1);
+			wal_close(w);
+			continue;
+		}
+		uint64_t bad = keep;
+		while (start[bad + 1] <= sec + 100)
+			bad++;
+		w = NULL;
+		CHECK_EQ_INT(wal_open(&o, 0, NULL, NULL, &w, &st, why, sizeof(why)), -EBADMSG);
+		CHECK(w == NULL);
+		snprintf(where, sizeof(where), "offset %zu:", start[bad]);
+		CHECK(strstr(why, where) != NULL);
+		CHECK(strstr(why, "wal-0000000000000001.seg") != NULL);
+		CHECK(strstr(why, "--allow-wal-corruption") != NULL);
+		printf("rot in the last write refused: %s\n", why);
+	}
 	testdir_remove(dir);
 }
 
@@ -943,6 +1013,7 @@ int main(void)
 	test_torn_tail_every_offset();
 	test_bit_flips();
 	test_torn_write_out_of_order();
+	test_torn_sector_or_rot();
 	test_corruption_in_older_segment();
 	test_gap_and_delete();
 	test_snapshot_ahead_of_log();
