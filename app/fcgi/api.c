@@ -19,6 +19,8 @@ struct Api {
 	char *body;          /* request_body_max + 1 bytes, reused by every request */
 	unsigned endpoint;   /* of the request being answered, for logs */
 	const char *method;
+	ApiShedFn shed;      /* NULL: never shed */
+	void *shed_ctx;
 };
 
 typedef void (*ApiHandler)(Api *api, HttpRequest *req, const RouteSegment *param,
@@ -71,14 +73,20 @@ static void log_5xx(Api *api, const HttpError *err)
 		 err->status, err->code, err->message);
 }
 
+/* 503 unavailable with Retry-After; err gets what was answered. */
+static void answer_unavailable(Api *api, HttpResponse *resp, const char *why, HttpError *err)
+{
+	http_fail(err, 503, "unavailable", "%s; retry after %d s", why,
+		  api->cfg->ledger_retry_after_s);
+	http_error(resp, err, NULL);
+	http_header(resp, "Retry-After", "%d", api->cfg->ledger_retry_after_s);
+}
+
 static void unavailable(Api *api, HttpResponse *resp, const char *why)
 {
 	HttpError err;
 
-	http_fail(&err, 503, "unavailable", "%s; retry after %d s", why,
-		  api->cfg->ledger_retry_after_s);
-	http_error(resp, &err, NULL);
-	http_header(resp, "Retry-After", "%d", api->cfg->ledger_retry_after_s);
+	answer_unavailable(api, resp, why, &err);
 	log_5xx(api, &err);
 }
 
@@ -507,6 +515,22 @@ static const ApiHandler handlers[ROUTE_COUNT] = {
 
 /* ---- dispatch ------------------------------------------------------------------------ */
 
+void api_set_shed(Api *api, ApiShedFn fn, void *ctx)
+{
+	api->shed = fn;
+	api->shed_ctx = ctx;
+}
+
+/* Only what starts new ledger work is shed: reserving and the reads a buyer
+ * polls. Confirm and release finish work already admitted (and free units),
+ * admin is the operator's way in during a sale, health must report the real
+ * state (a shed health check takes a working backend out of rotation) and
+ * /metrics must show the overload. */
+static int sheddable(RouteId id)
+{
+	return id == ROUTE_RESERVE || id == ROUTE_GET_RESERVATION || id == ROUTE_GET_SKU;
+}
+
 void api_handle(Api *api, HttpRequest *req, HttpResponse *resp)
 {
 	RoutePath path;
@@ -533,7 +557,14 @@ void api_handle(Api *api, HttpRequest *req, HttpResponse *resp)
 		http_header(resp, "Allow", "%s", allow);
 		break;
 	case ROUTE_MATCHED:
-		handlers[m.id](api, req, m.param, resp);
+		if (api->shed && sheddable(m.id) && api->shed(api->shed_ctx)) {
+			HttpError err;
+			answer_unavailable(api, resp, "overloaded", &err);
+			if (m.id == ROUTE_RESERVE && api->metrics)
+				metrics_reservation(api->metrics, METRICS_UNAVAILABLE);
+		} else {
+			handlers[m.id](api, req, m.param, resp);
+		}
 		break;
 	}
 	http_cors(resp, api->cfg->cors_allowed_origins, req->origin,

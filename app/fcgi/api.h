@@ -26,6 +26,12 @@ typedef struct Api Api;
 Api *api_new(const Config *cfg, Botcheck *botcheck, LedgerConn *ledger, Metrics *metrics);
 void api_free(Api *api);
 
+/* Overload shedding (worker.c owns the measure): asked before a reservation
+ * or a read is handled; nonzero answers 503 unavailable + Retry-After at once,
+ * without the ledger and without a log line per request (the hook logs). */
+typedef int (*ApiShedFn)(void *ctx);
+void api_set_shed(Api *api, ApiShedFn fn, void *ctx);
+
 /* Answers req into resp (which is reset first). May read the request body. */
 void api_handle(Api *api, HttpRequest *req, HttpResponse *resp);
 

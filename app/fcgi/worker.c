@@ -18,7 +18,6 @@
 #include "fcgi/botcheck.h"
 #include "fcgi/http.h"
 #include "fcgi/ledger_conn.h"
-#include "fcgi/route.h"
 
 static volatile sig_atomic_t worker_stop;
 
@@ -83,6 +82,7 @@ Botcheck *worker_botcheck(const Config *cfg, char *why, size_t why_len)
 
 typedef struct Shed {
 	Backlog *backlog;           /* NULL: shedding off */
+	Metrics *metrics;
 	uint32_t bound;             /* fcgi_shed_queue_len x workers on the socket */
 	uint64_t since_log;         /* shed since the last log line */
 	time_t logged_at;           /* CLOCK_MONOTONIC seconds of that line; 0: none yet */
@@ -92,14 +92,14 @@ typedef struct Shed {
 
 /* A shed warning at most this often: under overload it would be every request. */
 #define SHED_LOG_EVERY_S 10
-/* Past the bound one request in this many is served anyway (shed_check). */
+/* Past the bound one request in this many is served anyway (shed_now). */
 #define SHED_SERVE_EVERY 8
 
-static void shed_open(Shed *shed, const Config *cfg, int listen_fd)
+static void shed_open(Shed *shed, const Config *cfg, int listen_fd, Metrics *metrics)
 {
 	int rc;
 
-	*shed = (Shed){ .bound = (uint32_t)cfg->fcgi_shed_queue_len };
+	*shed = (Shed){ .bound = (uint32_t)cfg->fcgi_shed_queue_len, .metrics = metrics };
 	if (!shed->bound)
 		return;
 	/* The bound is per worker, so the wait it allows (about bound requests'
@@ -113,35 +113,15 @@ static void shed_open(Shed *shed, const Config *cfg, int listen_fd)
 			 "(%s): not shedding", strerror(-rc));
 }
 
-/* Only what starts new ledger work is shed: reserving and the reads a buyer
- * polls. Confirm and release finish work already admitted (and free units),
- * admin is the operator's way in during a sale, health must report the real
- * state (a shed health check takes a working backend out of rotation) and
- * /metrics must show the overload. */
-static int shed_route(RouteId id)
+/* The api's shed hook: 1 when the accept queue is past the bound. A failed
+ * query never sheds. */
+static int shed_now(void *ctx)
 {
-	return id == ROUTE_RESERVE || id == ROUTE_GET_RESERVATION || id == ROUTE_GET_SKU;
-}
-
-/* Returns 1 with the API's 503 "unavailable" + Retry-After in resp when req
- * is to be shed; 0 (resp untouched) to serve it. A failed query never sheds. */
-static int shed_check(Shed *shed, const Config *cfg, Metrics *metrics, const HttpRequest *req,
-		      HttpResponse *resp)
-{
+	Shed *shed = ctx;
 	struct timespec now;
-	RoutePath path;
-	RouteMatch m;
-	HttpError err;
 	uint32_t queued = 0, max = 0;
-	int rc;
+	int rc = backlog_query(shed->backlog, &queued, &max);
 
-	if (!shed->backlog)
-		return 0;
-	route_path(req->path_info, req->request_uri, req->script_name, cfg->api_prefix, &path);
-	m = route_match(&path, req->method);
-	if (m.outcome != ROUTE_MATCHED || !shed_route(m.id))
-		return 0;
-	rc = backlog_query(shed->backlog, &queued, &max);
 	if (rc < 0) {
 		if (!shed->query_failed++)
 			log_warn("fcgi_shed_queue_len: accept queue query failed (%s): this "
@@ -159,16 +139,8 @@ static int shed_check(Shed *shed, const Config *cfg, Metrics *metrics, const Htt
 		shed->in_row = 0;
 		return 0;
 	}
-	http_response_reset(resp);
-	http_fail(&err, 503, "unavailable", "overloaded (%u requests waiting); retry after %d s",
-		  queued, cfg->ledger_retry_after_s);
-	http_error(resp, &err, NULL);
-	http_header(resp, "Retry-After", "%d", cfg->ledger_retry_after_s);
-	http_cors(resp, cfg->cors_allowed_origins, req->origin, 0, m.allow);
-	metrics_http(metrics, m.id, 503);
-	if (m.id == ROUTE_RESERVE)
-		metrics_reservation(metrics, METRICS_UNAVAILABLE);
-	metrics_shed(metrics);
+	if (shed->metrics)
+		metrics_shed(shed->metrics);
 	shed->since_log++;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (!shed->logged_at || now.tv_sec - shed->logged_at >= SHED_LOG_EVERY_S) {
@@ -213,7 +185,7 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 		log_error("listen socket: %s", strerror(errno));
 		goto out;
 	}
-	shed_open(&shed, cfg, listen_fd);
+	shed_open(&shed, cfg, listen_fd, metrics);
 	botcheck = worker_botcheck(cfg, why_text, sizeof(why_text));
 	if (!botcheck) {
 		log_error("%s", why_text);
@@ -222,6 +194,8 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 	ledger = ledger_conn_new(cfg->ledger_socket, cfg->ledger_timeout_ms, metrics);
 	(void)ledger_conn_ensure(ledger, &why); /* a failure is logged and retried later */
 	api = api_new(cfg, botcheck, ledger, metrics);
+	if (shed.backlog)
+		api_set_shed(api, shed_now, &shed);
 
 	while (!worker_stop) {
 		/* FCGX_Accept_r reads the next request from a kept connection
@@ -250,8 +224,7 @@ int worker_run(const Config *cfg, int listen_fd, Metrics *metrics)
 			continue;
 		}
 		http_request_from_env(&req, fcgx.envp, fcgx.in);
-		if (!shed_check(&shed, cfg, metrics, &req, &resp))
-			api_handle(api, &req, &resp);
+		api_handle(api, &req, &resp);
 		if (http_send(&resp, fcgx.out) < 0)
 			log_debug("the web server went away before the answer");
 		/* Unread body bytes would be taken for the next request's records. */

@@ -53,37 +53,35 @@ class ContractError(AssertionError):
 # --- The stack under test -------------------------------------------------------
 
 
-def read_env_file(path):
-    """KEY=value lines (shell style, optional single or double quotes) -> dict."""
-    values = {}
+def _assignments(path):
+    """(key, value) of each KEY=value line; blank lines and # comments skipped."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, value = line.split("=", 1)
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[key.strip()] = value
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                yield key.strip(), value.strip()
+
+
+def read_env_file(path):
+    """KEY=value lines (shell style, optional single or double quotes) -> dict."""
+    values = {}
+    for key, value in _assignments(path):
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
     return values
 
 
 def read_config_file(path):
     """revenue-guard.conf (key = value, optional double quotes) -> dict."""
     values = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, value = line.split("=", 1)
-            value = value.strip()
-            if value.startswith('"'):
-                value = value[1:value.find('"', 1)]
-            else:
-                value = re.split(r"\s#", value, 1)[0].strip()
-            values[key.strip()] = value
+    for key, value in _assignments(path):
+        if value.startswith('"'):
+            value = value[1:value.find('"', 1)]
+        else:
+            value = re.split(r"\s#", value, 1)[0].strip()
+        values[key] = value
     return values
 
 
