@@ -173,11 +173,18 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 		 (unsigned long long)s->next_lsn);
 
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->work_cond, NULL);
-	pthread_cond_init(&s->sync_cond, NULL);
-	pthread_cond_init(&s->snap_cond, NULL);
-	pthread_cond_init(&s->durable_cond, NULL);
-	pthread_cond_init(&s->drain_cond, NULL);
+	/* Timed waits count on the monotonic clock: a wall-clock step (NTP,
+	 * an operator) must not stretch or cut the expiry tick or a wait for
+	 * durability. */
+	pthread_condattr_t mono;
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->work_cond, &mono);
+	pthread_cond_init(&s->sync_cond, &mono);
+	pthread_cond_init(&s->snap_cond, &mono);
+	pthread_cond_init(&s->durable_cond, &mono);
+	pthread_cond_init(&s->drain_cond, &mono);
+	pthread_condattr_destroy(&mono);
 	buf_init(&s->snap_buf, 0);
 	s->inbox = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
 	s->work = xmalloc(cfg->queue_len_max * sizeof(ShardRequest));
@@ -356,10 +363,11 @@ static int hand_over(Shard *s)
 	return 1;
 }
 
+/* A deadline for pthread_cond_timedwait on the shard's (monotonic) condvars. */
 static struct timespec deadline_in_ms(int64_t ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (ms % 1000) * 1000000;
 	if (ts.tv_nsec >= 1000000000) {
@@ -395,6 +403,8 @@ static void *shard_main(void *arg)
 				due = expiry;
 			if (due <= now)
 				break;                  /* holds to expire */
+			if (due - now > SHARD_TICK_MS)
+				due = now + SHARD_TICK_MS; /* the wall clock stepped back */
 			struct timespec ts = deadline_in_ms(due - now);
 			pthread_cond_timedwait(&s->work_cond, &s->mu, &ts);
 		}
