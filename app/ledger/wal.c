@@ -113,7 +113,8 @@
  * "wal-spare.tmp", full size, zero-filled and fdatasync'ed. Rotation renames
  * it to the new segment's name and syncs the directory (microseconds), then
  * wakes the helper to prepare the next. If the spare is not ready (or could
- * not be made) rotation creates the segment itself, the slow way. The spare
+ * not be made) rotation creates the segment itself, the slow way; a helper
+ * that failed tries again after 1 s, backing off to a minute. The spare
  * is never read by recovery (its name is not a segment name) and a stale one
  * is simply made anew.
  *
@@ -136,6 +137,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/crc32c.h"
@@ -376,9 +378,16 @@ static int seg_start(Wal *w, uint64_t lsn)
 	return 0;
 }
 
+/* After a failure to prepare a spare, rotation creates segments inline (the
+ * shard waits for the preallocation) until a retry succeeds; retries back off
+ * from 1 s to a minute so a full disk is not hammered. */
+#define SPARE_RETRY_MIN_S 1
+#define SPARE_RETRY_MAX_S 60
+
 static void *spare_main(void *arg)
 {
 	Wal *w = arg;
+	int retry_s = SPARE_RETRY_MIN_S;
 
 	log_set_context("wal spare");
 	pthread_mutex_lock(&w->spare_mu);
@@ -393,14 +402,24 @@ static void *spare_main(void *arg)
 		int fd = openat(w->dirfd, SPARE_NAME, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		int rc = fd < 0 ? -errno : prealloc(fd, 0, w->segment_size);
 		if (rc < 0) {
-			log_warn("wal: cannot prepare a spare segment in %s: %s (rotation will create "
-				 "segments inline)", w->dir, strerror(-rc));
+			log_warn("wal: cannot prepare a spare segment in %s: %s (rotation creates "
+				 "segments inline; next try in %d s)", w->dir, strerror(-rc), retry_s);
 			if (fd >= 0)
 				close(fd);
 			unlinkat(w->dirfd, SPARE_NAME, 0);
+			struct timespec until;
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_sec += retry_s;
+			retry_s = retry_s * 2 > SPARE_RETRY_MAX_S ? SPARE_RETRY_MAX_S : retry_s * 2;
 			pthread_mutex_lock(&w->spare_mu);
-			break;
+			while (!w->spare_stop &&
+			       pthread_cond_timedwait(&w->spare_cond, &w->spare_mu, &until) != ETIMEDOUT)
+				;
+			continue;
 		}
+		if (retry_s > SPARE_RETRY_MIN_S)
+			log_info("wal: spare segment in %s prepared again", w->dir);
+		retry_s = SPARE_RETRY_MIN_S;
 		pthread_mutex_lock(&w->spare_mu);
 		w->spare_fd = fd;
 	}
@@ -410,8 +429,12 @@ static void *spare_main(void *arg)
 
 static void spare_start(Wal *w)
 {
+	pthread_condattr_t mono; /* the retry wait must not follow wall-clock steps */
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
 	pthread_mutex_init(&w->spare_mu, NULL);
-	pthread_cond_init(&w->spare_cond, NULL);
+	pthread_cond_init(&w->spare_cond, &mono);
+	pthread_condattr_destroy(&mono);
 	w->spare_fd = -1;
 	if (pthread_create(&w->spare_thread, NULL, spare_main, w) == 0)
 		w->spare_started = 1;

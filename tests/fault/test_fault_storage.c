@@ -29,6 +29,8 @@
  *     except where the ledger documents a failure as harmless — preparing the
  *     spare segment (rotation then creates segments inline) and deleting old
  *     WAL segments (they stay, recovery skips them) — where it may go on.
+ * Before the sweep, spare_retry checks that a failed spare preparation is
+ * retried: the spare is back, whole, seconds later.
  * Writes one line per mode and class to the reliability table. */
 #include <errno.h>
 #include <fcntl.h>
@@ -571,6 +573,43 @@ static void run_case(LedgerProc *p, const char *mode, int cls, unsigned long lon
 	}
 }
 
+/* A failed spare preparation is retried: EIO at each of the first calls
+ * that prepare it (unlink of a stale one, create, preallocate), then the
+ * spare must be there, whole, within a few seconds (the first retry comes
+ * after 1 s), and the ledger must stop cleanly. */
+static void spare_retry(LedgerProc *p, uint64_t wseed)
+{
+	char report[400], spare[600], cmd[700];
+	int status = 0, exited = 0;
+	Injected inj;
+
+	snprintf(report, sizeof(report), "%s/fault.report", p->dir);
+	snprintf(spare, sizeof(spare), "%s/shard-000/wal-spare.tmp", p->data_dir);
+	for (unsigned long long at = 1; at <= 3; at++) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->data_dir);
+		REQUIRE(system(cmd) == 0);
+		unlink(report);
+		p->pid = spawn(p, "eio", classes[C_SPARE].re, at, report, wseed);
+		LedgerClient *c = wait_up(p, &status, &exited);
+		REQUIRE(c != NULL);
+		ledger_client_close(c);
+		struct stat st = { 0 };
+		for (int i = 0; i < 500; i++) {
+			if (stat(spare, &st) == 0 && st.st_size == 1024 * 1024)
+				break;
+			struct timespec ts = { 0, 10 * 1000000 };
+			nanosleep(&ts, NULL);
+		}
+		status = wait_exit(p, 1);
+		read_report(report, &inj, NULL);
+		printf("spare retry: EIO at spare call %llu (%s %s): spare %s\n", at, inj.op,
+		       base(inj.path), st.st_size == 1024 * 1024 ? "prepared again" : "missing");
+		CHECK_EQ_INT(inj.hit, 1);
+		CHECK_EQ_INT(st.st_size, 1024 * 1024);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+}
+
 static void reliability(const char *name, const char *cls, const char *how, unsigned cases,
 			const char *result)
 {
@@ -640,6 +679,8 @@ int main(void)
 	for (int k = 0; k < NCLASS; k++)
 		if (k != C_OTHER)
 			CHECK(trace_class[k] > 0);
+
+	spare_retry(&p, wseed);
 
 	static const struct { const char *mode, *what; } modes[] = {
 		{ "crash", "power loss (unsynced bytes lost page by page at random, unsynced directory "
