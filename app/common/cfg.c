@@ -46,6 +46,7 @@ const CfgKey cfg_keys[] = {
 	KEY(default_per_session_limit, CFG_INT, "0", 0, INT_MAX, "units per session of SKUs created without one (0: none)"),
 	KEY(pg_conninfo, CFG_STR, "", 0, 0, "libpq connection string of the write-behind (empty: off)"),
 	KEY(writebehind_batch_max, CFG_INT, "1000", 1, 100000, "WAL records per write-behind transaction"),
+	KEY(writebehind_delay_ms, CFG_INT, "20", 0, 10000, "longest a write-behind batch gathers records before it is committed (fewer, larger PostgreSQL transactions under load)"),
 	KEY(writebehind_retry_max_ms, CFG_INT, "5000", 100, 600000, "longest wait between PostgreSQL reconnects"),
 	KEY(fcgi_listen, CFG_STR, "", 0, 0, "rg-fcgi socket: unix:PATH or tcp:HOST:PORT (empty: fd 0, from the web server)"),
 	KEY(fcgi_workers, CFG_INT, "4", 1, 256, "rg-fcgi worker processes when it listens itself"),

@@ -35,6 +35,7 @@ typedef struct Config {
 	/* write-behind to PostgreSQL (rg-ledger) */
 	char pg_conninfo[1024];             /* libpq connection string; "" = write-behind off */
 	int writebehind_batch_max;          /* WAL records per PostgreSQL transaction */
+	int writebehind_delay_ms;           /* longest a batch gathers before it is committed */
 	int writebehind_retry_max_ms;       /* cap of the reconnect backoff */
 	/* FastCGI front (rg-fcgi) */
 	char fcgi_listen[CFG_PATH_MAX];     /* "unix:PATH" | "tcp:HOST:PORT"; "" = fd 0 from the web server */

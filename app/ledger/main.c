@@ -227,7 +227,7 @@ static void *watchdog_main(void *arg)
 	Watchdog *w = arg;
 	struct pollfd pfd = { .fd = w->stop_pipe[0], .events = POLLIN };
 
-	log_set_context("watchdog");
+	log_set_thread("watchdog");
 	for (;;) {
 		char why[256] = "";
 		int64_t t0 = clock_mono_ns();
@@ -460,6 +460,7 @@ int main(int argc, char **argv)
 	if (cfg.pg_conninfo[0]) {
 		WriteBehindConfig wbc = { .conninfo = cfg.pg_conninfo,
 					  .batch_max = cfg.writebehind_batch_max,
+					  .delay_ms = cfg.writebehind_delay_ms,
 					  .retry_max_ms = cfg.writebehind_retry_max_ms };
 		int err = writebehind_start(&wbc, shards, (const char *const *)dirs, (unsigned)nshards, &wb);
 		if (err == 0)

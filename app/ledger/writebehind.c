@@ -112,6 +112,7 @@ typedef struct Writer {
 	int failed;                /* stopped for good: damaged WAL, gap, foreign database */
 	int backoff_ms;
 	int64_t next_attempt_ns;
+	int64_t gather_until_ns;   /* a part-full batch waits for more until then */
 	int64_t down_since_ns;     /* 0 while connected */
 	int64_t down_logged_ns;
 
@@ -543,12 +544,21 @@ static void went_down(Writer *w, const char *why)
 								      : w->backoff_ms * 2;
 }
 
+/* How long a part-full batch should still wait for records (0: commit now). */
+static int gathering_ms(const Writer *w)
+{
+	if (w->n >= (size_t)w->wb->cfg.batch_max || atomic_load(&w->wb->stop))
+		return 0;
+	int64_t left_ns = w->gather_until_ns - clock_mono_ns();
+	return left_ns > 0 ? (int)((left_ns + 999999) / 1000000) : 0;
+}
+
 static void *writer_main(void *arg)
 {
 	Writer *w = arg;
 	char why[512];
 
-	log_set_context(w->name);
+	log_set_thread(w->name);
 	while (!atomic_load(&w->wb->stop)) {
 		if (w->failed) {
 			report(w);
@@ -557,8 +567,12 @@ static void *writer_main(void *arg)
 		}
 		/* Read on while disconnected too: the oldest waiting record is the lag. */
 		int idle = w->conn && w->n == 0;
-		uint64_t durable = shard_wait_durable(w->shard, w->read_upto, idle ? WAIT_DURABLE_MS : 0);
+		int gather_ms = gathering_ms(w);
+		uint64_t durable = shard_wait_durable(w->shard, w->read_upto,
+						      idle ? WAIT_DURABLE_MS : gather_ms);
 		if (batch_fill(w, durable) != 0)
+			continue;
+		if (w->conn && w->n > 0 && gathering_ms(w) > 0)
 			continue;
 		if (idle && w->n == 0 && durable > w->read_upto && w->have_checkpoint) {
 			/* Durable yet not readable: cannot last; never spin on it. */
@@ -589,6 +603,7 @@ static void *writer_main(void *arg)
 		int rc = batch_apply(w, why, sizeof(why));
 		if (rc == 0) {
 			w->applied = w->read_upto;
+			w->gather_until_ns = clock_mono_ns() + (int64_t)w->wb->cfg.delay_ms * 1000000;
 			w->n = 0;
 			w->backoff_ms = RETRY_MIN_MS;
 			report(w);

@@ -21,7 +21,9 @@
  *            a hand edit of products.stock is reported; undone, zero again
  *   pipeline the ledger restarted to reach PostgreSQL through a counting
  *            socket proxy: every write-behind COMMIT (but a connection's
- *            first) came after exactly one round trip; rows all correct
+ *            first) came after exactly one round trip; rows all correct;
+ *            then with writebehind_delay_ms = 300, 40 reservations sent one
+ *            by one over ~250 ms reach PostgreSQL in a few transactions
  *
  * Randomised parts print their seed; RG_TEST_SEED reproduces a run. */
 #include <errno.h>
@@ -1047,6 +1049,7 @@ typedef struct Tap {
 	int lfd;
 	char path[700], upstream[700];
 	unsigned long writer_conns, judged, bad, max_turns;
+	unsigned long commits;     /* every write-behind COMMIT, judged or not */
 	pthread_t accept_thread;
 } Tap;
 
@@ -1083,6 +1086,7 @@ static void tap_message_done(TapConn *c)
 {
 	Tap *t = c->tap;
 	if (c->hdr[0] == 'C' && c->tag_len == 7 && memcmp(c->tag, "COMMIT", 7) == 0) {
+		t->commits++;
 		if (c->commits++ > 0) {
 			t->judged++;
 			if (c->turns != 1 && ++t->bad <= 5)
@@ -1257,6 +1261,52 @@ static int count_in_file(const char *path, const char *what)
 	return n;
 }
 
+/* writebehind_delay_ms: under a steady trickle, a writer that has just
+ * committed gathers for that long before the next COMMIT. 40 reservations,
+ * each durable on its own, 6 ms apart: the first goes out at once, the rest
+ * wait for the 300 ms to pass, so a handful of COMMITs; without the delay
+ * every one would be its own. */
+static void gathering(const char *conf, const char *tapped, const char *tag)
+{
+	char delayed[71000], sku[72];
+	const char *zero = strstr(tapped, "\nwritebehind_delay_ms = 0\n");
+	REQUIRE(zero);
+	snprintf(delayed, sizeof(delayed), "%.*s\nwritebehind_delay_ms = 300\n", (int)(zero - tapped),
+		 tapped);
+	REQUIRE(stack_cmd("ledger-kill") == 0);
+	spit(conf, delayed);
+	REQUIRE(stack_cmd("ledger-start") == 0);
+	LedgerClient *c = ledger_open();
+	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
+	wait_drained(c, 60);
+	sleep(1); /* quiet: the first record goes out at once */
+
+	pthread_mutex_lock(&tap.mu);
+	unsigned long commits_before = tap.commits;
+	pthread_mutex_unlock(&tap.mu);
+	uint64_t next_id = 1;
+	size_t refused = 0;
+	Res rs[40];
+	memset(rs, 0, sizeof(rs));
+	for (int i = 0; i < 40; i++) {
+		snprintf(rs[i].sku, sizeof(rs[i].sku), "%s", sku);
+		snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-gather-%d", tag, i);
+		rs[i].quantity = 1;
+		rs[i].want = WIRE_RES_RESERVED;
+		REQUIRE(reserve_batch(c, &rs[i], 1, &next_id, &refused) == 0);
+		usleep(6000);
+	}
+	wait_drained(c, 60);
+	pthread_mutex_lock(&tap.mu);
+	unsigned long commits = tap.commits - commits_before;
+	pthread_mutex_unlock(&tap.mu);
+	printf("gathering: 40 reservations one by one reached PostgreSQL in %lu COMMIT(s) "
+	       "(writebehind_delay_ms = 300)\n", commits);
+	CHECK_EQ_INT(refused, 0);
+	CHECK(commits >= 1 && commits <= 6);
+	ledger_client_close(c);
+}
+
 static void scenario_pipeline(void)
 {
 	char dir[600], conf[600], tag[24], like[64];
@@ -1286,7 +1336,10 @@ static void scenario_pipeline(void)
 	REQUIRE(line);
 	char *eol = strchr(line + 1, '\n');
 	REQUIRE(eol);
-	snprintf(tapped, 70000, "%.*s\npg_conninfo = \"host=%s port=%s dbname=%s user=%s\"%s",
+	/* writebehind_delay_ms = 0: batches as small as they come, more COMMITs
+	 * to judge. */
+	snprintf(tapped, 70000, "%.*s\npg_conninfo = \"host=%s port=%s dbname=%s user=%s\"%s"
+		 "\nwritebehind_delay_ms = 0\n",
 		 (int)(line - orig), orig, dir, env_pgport, env_pgdb, env_pguser, eol);
 	REQUIRE(stack_cmd("ledger-kill") == 0);
 	spit(conf, tapped);
@@ -1382,6 +1435,7 @@ static void scenario_pipeline(void)
 	CHECK(tap.judged >= 30);
 	CHECK_EQ_INT(tap.bad, 0);
 	pthread_mutex_unlock(&tap.mu);
+	gathering(conf, tapped, tag);
 
 	/* Back to the stack as it was. */
 	REQUIRE(stack_cmd("ledger-kill") == 0);
