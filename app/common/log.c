@@ -11,6 +11,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,15 @@ int log_set_level(const char *name)
 void log_set_context(const char *context)
 {
 	snprintf(log_context, sizeof(log_context), "%s", context ? context : "");
+}
+
+void log_set_thread(const char *name)
+{
+	char comm[16];
+
+	log_set_context(name);
+	snprintf(comm, sizeof(comm), "rg-%s", name);
+	pthread_setname_np(pthread_self(), comm);
 }
 
 static void log_vwrite(LogLevel level, const char *fmt, va_list ap)

@@ -30,6 +30,11 @@ int log_set_level(const char *name);
 /* Sets the calling thread's context prefix, e.g. "shard 3" (copied). */
 void log_set_context(const char *context);
 
+/* For a thread the process started: log_set_context, and the same name for
+ * the kernel ("rg-shard 3", cut to 15 bytes) so top -H and perf tell the
+ * threads apart. Not for the main thread, whose name is the process's. */
+void log_set_thread(const char *name);
+
 void log_write(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) do { if (log_level >= LOG_ERROR) log_write(LOG_ERROR, __VA_ARGS__); } while (0)

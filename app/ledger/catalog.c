@@ -162,7 +162,7 @@ static void *catalog_main(void *arg)
 	int backoff_ms = RETRY_MIN_MS, warned = 0;
 	char why[512];
 
-	log_set_context("catalog");
+	log_set_thread("catalog");
 	for (;;) {
 		pthread_mutex_lock(&c->mu);
 		while (!c->pending && !atomic_load(&c->stop))

@@ -383,7 +383,7 @@ static void *shard_main(void *arg)
 	char name[16];
 
 	snprintf(name, sizeof(name), "shard %u", s->cfg.index);
-	log_set_context(name);
+	log_set_thread(name);
 	s->next_tick_ms = clock_wall_ms() + SHARD_TICK_MS;
 
 	pthread_mutex_lock(&s->mu);
@@ -563,7 +563,7 @@ static void *snapshotter_main(void *arg)
 	char name[16];
 
 	snprintf(name, sizeof(name), "snap %u", s->cfg.index);
-	log_set_context(name);
+	log_set_thread(name);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (!(s->snap_queued && s->durable_lsn >= s->snap_lsn) && !s->snap_exit)
@@ -601,7 +601,7 @@ static void *syncer_main(void *arg)
 	char name[16];
 
 	snprintf(name, sizeof(name), "sync %u", s->cfg.index);
-	log_set_context(name);
+	log_set_thread(name);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (!s->syncing && !s->syncer_exit)

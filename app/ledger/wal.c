@@ -389,7 +389,7 @@ static void *spare_main(void *arg)
 	Wal *w = arg;
 	int retry_s = SPARE_RETRY_MIN_S;
 
-	log_set_context("wal spare");
+	log_set_thread("wal spare");
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->spare_stop) {
 		if (w->spare_fd >= 0) {
