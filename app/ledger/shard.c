@@ -516,13 +516,6 @@ static void sync_batch(Shard *s, Batch *b)
 		pthread_cond_signal(&s->snap_cond);
 	if (records)
 		pthread_cond_broadcast(&s->durable_cond);
-	uint64_t deletable = s->deletable_lsn;
-	if (s->writebehind && s->stats.wb_applied_lsn < deletable)
-		deletable = s->stats.wb_applied_lsn;
-	if (deletable <= s->deleted_lsn)
-		deletable = 0;
-	else
-		s->deleted_lsn = deletable;
 	ShardStats *st = &s->stats;
 	st->batches++;
 	st->requests += n;
@@ -543,16 +536,31 @@ static void sync_batch(Shard *s, Batch *b)
 	pthread_mutex_unlock(&s->mu);
 	/* After the unlock, so the shard thread does not wake into a held mu. */
 	pthread_cond_signal(&s->work_cond);
+}
 
-	if (deletable) {
-		int rc = wal_delete_through(s->wal, deletable);
-		if (rc < 0)
-			log_warn("cannot delete WAL segments through lsn %llu: %s",
-				 (unsigned long long)deletable, strerror(-rc));
-		else if (rc > 0)
-			log_info("deleted %d WAL segment(s) through lsn %llu", rc,
-				 (unsigned long long)deletable);
-	}
+/* With mu held: the LSN through which WAL segments may now be deleted, or 0
+ * when nothing new. Snapshots must cover them (deletable_lsn keeps the log
+ * back to the older of the last two) and so must the write-behind. */
+static uint64_t deletable_through(const Shard *s)
+{
+	uint64_t lsn = s->deletable_lsn;
+	if (s->writebehind && s->stats.wb_applied_lsn < lsn)
+		lsn = s->stats.wb_applied_lsn;
+	return lsn > s->deleted_lsn ? lsn : 0;
+}
+
+/* Deletes covered segments. Only the syncer calls it: it is the thread that
+ * writes the WAL, so the segment list needs no lock. */
+static void delete_segments_through(Shard *s, uint64_t lsn)
+{
+	if (!lsn)
+		return;
+	int rc = wal_delete_through(s->wal, lsn);
+	if (rc < 0)
+		log_warn("cannot delete WAL segments through lsn %llu: %s", (unsigned long long)lsn,
+			 strerror(-rc));
+	else if (rc > 0)
+		log_info("deleted %d WAL segment(s) through lsn %llu", rc, (unsigned long long)lsn);
 }
 
 /* ---- the snapshotter thread: write snapshots off the hot path ------------------ */
@@ -590,6 +598,7 @@ static void *snapshotter_main(void *arg)
 		s->stats.snapshots++;
 		s->stats.snapshot_lsn = lsn;
 		pthread_cond_signal(&s->work_cond);
+		pthread_cond_signal(&s->sync_cond); /* segments to delete, even when idle */
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
@@ -604,14 +613,20 @@ static void *syncer_main(void *arg)
 	log_set_thread(name);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->syncing && !s->syncer_exit)
+		while (!s->syncing && !s->syncer_exit && !deletable_through(s))
 			pthread_cond_wait(&s->sync_cond, &s->mu);
-		if (!s->syncing)
-			break;
 		Batch *b = s->syncing;
+		uint64_t deletable = deletable_through(s);
+		int exiting = !b && s->syncer_exit;
+		if (deletable)
+			s->deleted_lsn = deletable;
 		pthread_mutex_unlock(&s->mu);
-		sync_batch(s, b);
+		if (b)
+			sync_batch(s, b);
+		delete_segments_through(s, deletable);
 		pthread_mutex_lock(&s->mu);
+		if (exiting)
+			break;
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
