@@ -7,7 +7,14 @@
  * scheduler instead). Prints ops/s, latency percentiles from a 1 µs-resolution
  * histogram, and from the ledger's own STATS: fsyncs/s and requests per fsync.
  *
+ * Open loop (--rate R): requests are due at R per second in all, spread over
+ * the connections (up to 256 in flight on each), whatever the answers do;
+ * each latency counts from when its request was due, so a stall shows in
+ * the percentiles instead of slowing the senders (no coordinated omission).
+ * This is how "p99 at half the peak load" is measured.
+ *
  *   rg-bench --socket PATH [--connections 50] [--pipeline 1] [--duration 5]
+ *            [--rate R]    (open loop at R reservations/s instead of closed)
  *            [--skus 1] [--threads 2] [--prefix bench] [--setup-only]
  *            [--count N]   (stop after N reservations instead of after --duration)
  *            [--no-setup]  (the SKUs exist already: do not create or top them up,
@@ -38,12 +45,14 @@ typedef struct Options {
 	const char *prefix;
 	int connections, pipeline, duration_s, skus, threads, setup_only, no_setup;
 	long count;          /* stop after this many reservations in all (0: by duration) */
+	double rate;         /* open loop: reservations/s in all (0: closed loop) */
 } Options;
 
 typedef struct BenchConn {
 	int fd;
 	Buf in, out;
-	int64_t sent_ns[256];         /* send time per in-flight slot (request id % 256) */
+	int64_t sent_ns[256];         /* send (open loop: due) time per slot (request id % 256) */
+	int inflight;
 	uint64_t next_id;
 	uint64_t counter;
 } BenchConn;
@@ -57,6 +66,9 @@ typedef struct Worker {
 	int64_t stop_at_ns;
 	long quota;          /* reservations this worker sends (0: unlimited) */
 	long sent;
+	int64_t start_ns, interval_ns; /* open loop: request k is due at start + k * interval */
+	int next_conn;
+	uint64_t late;       /* open loop: due while every connection had 256 in flight */
 } Worker;
 
 static void die(const char *what)
@@ -70,7 +82,7 @@ static void sku_name(const Options *opt, uint64_t n, char *out, size_t len)
 	snprintf(out, len, "%s-%llu", opt->prefix, (unsigned long long)(n % (uint64_t)opt->skus));
 }
 
-static void queue_reserve(Worker *w, BenchConn *c)
+static void queue_reserve(Worker *w, BenchConn *c, int64_t due_ns)
 {
 	if (w->quota && w->sent >= w->quota)
 		return;
@@ -84,7 +96,8 @@ static void queue_reserve(Worker *w, BenchConn *c)
 	wire_set_str(req.sku, &req.sku_len, sku, strlen(sku), WIRE_SKU_MAX);
 	wire_set_str(req.session, &req.session_len, session, strlen(session), WIRE_SESSION_MAX);
 	wire_encode_request(&c->out, &req);
-	c->sent_ns[req.id % 256] = clock_mono_ns();
+	c->sent_ns[req.id % 256] = due_ns ? due_ns : clock_mono_ns();
+	c->inflight++;
 	c->counter++;
 }
 
@@ -98,6 +111,32 @@ static void conn_write(BenchConn *c)
 			die("send");
 		}
 		buf_consume(&c->out, (size_t)n);
+	}
+}
+
+/* Open loop: queues every request due by now on the next connections with
+ * room, and returns how long until the next one is due (ns). */
+static int64_t send_due(Worker *w, int64_t now)
+{
+	for (;;) {
+		int64_t due = w->start_ns + (int64_t)w->sent * w->interval_ns;
+		if (due > now)
+			return due - now;
+		if (w->quota && w->sent >= w->quota)
+			return 100 * 1000000LL;
+		BenchConn *c = NULL;
+		for (int i = 0; i < w->nconns && !c; i++) {
+			BenchConn *k = &w->conns[(w->next_conn + i) % w->nconns];
+			if (k->inflight < 256)
+				c = k;
+		}
+		if (!c) {
+			w->late++;
+			return 1000000; /* all full: it stays due, and its latency grows */
+		}
+		w->next_conn = (int)(c - w->conns + 1) % w->nconns;
+		queue_reserve(w, c, due);
+		conn_write(c);
 	}
 }
 
@@ -138,16 +177,22 @@ static void *worker_main(void *arg)
 		c->fd = connect_raw(w->opt->socket);
 		buf_init(&c->in, 65536);
 		buf_init(&c->out, 65536);
-		for (int k = 0; k < w->opt->pipeline; k++)
-			queue_reserve(w, c);
+		for (int k = 0; k < w->opt->pipeline && !w->interval_ns; k++)
+			queue_reserve(w, c, 0);
 		conn_write(c);
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 	}
 	struct epoll_event events[64];
+	w->start_ns = clock_mono_ns();
 	while (clock_mono_ns() < w->stop_at_ns &&
 	       !(w->quota && w->ok + w->sold_out + w->busy + w->other >= (uint64_t)w->quota)) {
-		int n = epoll_wait(ep, events, 64, 100);
+		struct timespec wait = { 0, 100 * 1000000 };
+		if (w->interval_ns) {
+			int64_t ns = send_due(w, clock_mono_ns());
+			wait = (struct timespec){ ns / 1000000000, ns % 1000000000 };
+		}
+		int n = epoll_pwait2(ep, events, 64, &wait, NULL);
 		for (int e = 0; e < n; e++) {
 			BenchConn *c = events[e].data.ptr;
 			buf_reserve(&c->in, 16384);
@@ -180,7 +225,9 @@ static void *worker_main(void *arg)
 					w->busy++;
 				else
 					w->other++;
-				queue_reserve(w, c);
+				c->inflight--;
+				if (!w->interval_ns)
+					queue_reserve(w, c, 0);
 			}
 			buf_consume(&c->in, off);
 			conn_write(c);
@@ -249,6 +296,7 @@ int main(int argc, char **argv)
 		{ "setup-only", no_argument, NULL, 'S' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "no-setup", no_argument, NULL, 'N' },
+		{ "rate", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
@@ -264,16 +312,19 @@ int main(int argc, char **argv)
 		case 'S': opt.setup_only = 1; break;
 		case 'n': opt.count = atol(optarg); break;
 		case 'N': opt.no_setup = 1; break;
+		case 'r': opt.rate = atof(optarg); break;
 		default:
 			fprintf(stderr, "usage: rg-bench --socket PATH [--connections N] [--pipeline D] "
 					"[--duration S] [--skus K] [--threads T] [--prefix P] [--setup-only] [--count N] "
-					"[--no-setup]\n");
+					"[--no-setup] [--rate R]\n");
 			return 2;
 		}
 	}
 	if (!opt.socket || opt.connections < 1 || opt.pipeline < 1 || opt.pipeline > 256 ||
-	    opt.skus < 1 || opt.threads < 1 || opt.duration_s < 1) {
-		fprintf(stderr, "rg-bench: --socket is required; counts must be positive, pipeline <= 256\n");
+	    opt.skus < 1 || opt.threads < 1 || opt.duration_s < 1 || opt.rate < 0 ||
+	    opt.rate > 10e6) {
+		fprintf(stderr, "rg-bench: --socket is required; counts must be positive, pipeline <= 256, "
+				"rate <= 10M/s\n");
 		return 2;
 	}
 	if (opt.threads > opt.connections)
@@ -302,9 +353,11 @@ int main(int argc, char **argv)
 		w[i].hist = xcalloc(HIST_US, sizeof(uint32_t));
 		w[i].stop_at_ns = start + (int64_t)opt.duration_s * 1000000000;
 		w[i].quota = opt.count ? opt.count / opt.threads + (i < opt.count % opt.threads) : 0;
+		if (opt.rate > 0)
+			w[i].interval_ns = (int64_t)(1e9 * opt.threads / opt.rate);
 		pthread_create(&tid[i], NULL, worker_main, &w[i]);
 	}
-	uint64_t ok = 0, sold_out = 0, busy = 0, other = 0;
+	uint64_t ok = 0, sold_out = 0, busy = 0, other = 0, late = 0;
 	uint32_t *hist = xcalloc(HIST_US, sizeof(uint32_t));
 	for (int i = 0; i < opt.threads; i++) {
 		pthread_join(tid[i], NULL);
@@ -312,6 +365,7 @@ int main(int argc, char **argv)
 		sold_out += w[i].sold_out;
 		busy += w[i].busy;
 		other += w[i].other;
+		late += w[i].late;
 		for (int k = 0; k < HIST_US; k++)
 			hist[k] += w[i].hist[k];
 	}
@@ -322,8 +376,12 @@ int main(int argc, char **argv)
 	uint64_t requests = wire_stat_value(&after, "requests") - wire_stat_value(&before, "requests");
 	uint64_t fsync_us = wire_stat_value(&after, "fsync_us_total") - wire_stat_value(&before, "fsync_us_total");
 
-	printf("skus=%d connections=%d pipeline=%d duration=%.1fs\n", opt.skus, opt.connections,
-	       opt.pipeline, secs);
+	if (opt.rate > 0)
+		printf("skus=%d connections=%d open loop at %.0f/s duration=%.1fs%s\n", opt.skus,
+		       opt.connections, opt.rate, secs, late ? " (fell behind: connections full)" : "");
+	else
+		printf("skus=%d connections=%d pipeline=%d duration=%.1fs\n", opt.skus,
+		       opt.connections, opt.pipeline, secs);
 	printf("  reservations/s %10.0f   (created %llu, sold out %llu, busy %llu, other %llu)\n",
 	       (double)ok / secs, (unsigned long long)ok, (unsigned long long)sold_out,
 	       (unsigned long long)busy, (unsigned long long)other);
