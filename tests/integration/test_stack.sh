@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_stack.sh — scripts/stack end to end, once per web server setup: up,
-# stack.env, health and routing through the server, ledger-kill/ledger-start,
-# pg-stop/pg-start, and down leaving no process behind.
+# stack.env, health and routing through the server, the bot check (the stack
+# runs with botcheck_mode = hmac: 403 bot_check_failed without a valid token,
+# 201 with one), ledger-kill/ledger-start, pg-stop/pg-start, and down leaving
+# no process behind.
 #
 #   tests/integration/test_stack.sh [VARIANT...]
 #   VARIANT: lighttpd:spawned lighttpd:pool apache nginx (default: all four)
@@ -72,6 +74,15 @@ running() {
 }
 
 # http METHOD URL [curl args...]: sets code, body and headers.
+# A botcheck_mode = hmac token for SESSION, signed with SECRET, expiring
+# SECONDS from now (negative: already expired), as a shop's backend makes it.
+hmac_token() {
+  local expiry=$(($(date +%s) + $3))
+  printf '%s.%s' "$expiry" \
+    "$(printf '%s|%s' "$1" "$expiry" | openssl dgst -sha256 -hmac "$2" -hex | sed 's/.*= //')"
+}
+botcheck_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
 http() {
   local method=$1 url=$2 out
   shift 2
@@ -119,7 +130,8 @@ run_variant() {
   for try in 1 2 3; do
     port=$(free_port)
     current_dir=$dir
-    if "$stack" up "$dir" --port "$port" --server "$server" ${mode:+--fcgi "$mode"} \
+    if RG_BOTCHECK_MODE=hmac RG_BOTCHECK_SECRET=$botcheck_secret \
+         "$stack" up "$dir" --port "$port" --server "$server" ${mode:+--fcgi "$mode"} \
          --workers 3 --shards 2 >"$up_log" 2>&1; then
       break
     fi
@@ -191,6 +203,22 @@ run_variant() {
   http POST "$BASE_URL/v1/reservations" -H 'Content-Type: application/json' --data-binary "@$dir.body"
   [[ $code == 413 ]] || fail "100 KB body: $code (want 413)"
   rm -f "$dir.body"
+
+  # --- the bot check, as a checkout page would meet it ----------------------------
+  local res='{"sku":"bot-probe","quantity":1,"session":"bot-s1"'
+  http PUT "$BASE_URL/v1/admin/skus/bot-probe" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' --data '{"stock":5}'
+  [[ $code == 201 || $code == 200 ]] || fail "creating SKU bot-probe: $code $body"
+  http POST "$BASE_URL/v1/reservations" -H 'Content-Type: application/json' --data "$res}"
+  [[ $code == 403 && $body == *bot_check_failed* ]] ||
+    fail "a reservation without a token: $code $body (want 403 bot_check_failed)"
+  http POST "$BASE_URL/v1/reservations" -H 'Content-Type: application/json' \
+    --data "$res,\"token\":\"$(hmac_token bot-s1 "$botcheck_secret" -60)\"}"
+  [[ $code == 403 && $body == *bot_check_failed* ]] ||
+    fail "a reservation with an expired token: $code $body (want 403 bot_check_failed)"
+  http POST "$BASE_URL/v1/reservations" -H 'Content-Type: application/json' \
+    --data "$res,\"token\":\"$(hmac_token bot-s1 "$botcheck_secret" 60)\"}"
+  [[ $code == 201 ]] || fail "a reservation with a valid token: $code $body (want 201)"
 
   # --- ledger-kill / ledger-start ------------------------------------------------
   local old_ledger=$LEDGER_PID
