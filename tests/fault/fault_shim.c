@@ -241,7 +241,11 @@ static int fd_tracked(int fd, char path[PATH_MAX], struct stat *sb)
 	return under_dir(path);
 }
 
-/* Counts one call; returns the action: 0 go on, else the fault to inject. */
+static __attribute__((noreturn)) void crash_now(void);
+
+/* Counts one call (mu held). When this is the call to fault: in crash mode it
+ * does not return (the power goes); else it returns the errno the call must
+ * fail with (EIO, or ENOSPC: writes first go short). 0: go on. */
 static int count_ctx(const char *op, const char *path, const char *ctx)
 {
 	if (match_set) {
@@ -258,7 +262,9 @@ static int count_ctx(const char *op, const char *path, const char *ctx)
 	if (n != at)
 		return 0;
 	say("inject %llu %s %s %s\n", n, op, path, ctx);
-	return mode_fault;
+	if (mode_fault == 3)
+		crash_now();
+	return mode_fault == 1 ? EIO : ENOSPC;
 }
 
 static int count(const char *op, const char *path)
@@ -466,15 +472,13 @@ static ssize_t do_write(int fd, const void *buf, size_t len, off_t off, int posi
 		errno = ENOSPC;
 		return -1;
 	}
-	int act = count(positioned ? "pwrite" : "write", path);
-	if (act == 3)
-		crash_now();
-	if (act == 1 || (act == 2 && len < 2)) {
+	int err = count(positioned ? "pwrite" : "write", path);
+	if (err == EIO || (err == ENOSPC && len < 2)) {
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
-	if (act == 2) {
+	if (err == ENOSPC) {
 		len /= 2;
 		short_fd = fd;
 	}
@@ -511,14 +515,12 @@ static int do_sync(int fd, int data_only)
 	char ctx[PATH_MAX + 32] = "";
 	if (S_ISDIR(sb.st_mode))
 		dir_ctx(&sb, ctx, sizeof(ctx));
-	int act = count_ctx(data_only ? "fdatasync" : "fsync", path, ctx);
-	if (act == 3)
-		crash_now();
-	if (act) {
+	int err = count_ctx(data_only ? "fdatasync" : "fsync", path, ctx);
+	if (err) {
 		/* A failed sync may have written some, all or none: the undo log
 		 * stays, so the worst case (none) is what a later crash shows. */
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
 	int rc = data_only ? real_fdatasync(fd) : real_fsync(fd);
@@ -551,12 +553,10 @@ static int do_fallocate(int fd, int mode, off_t off, off_t len)
 	if (!fd_tracked(fd, path, &sb))
 		return real_fallocate(fd, mode, off, len);
 	pthread_mutex_lock(&mu);
-	int act = count("fallocate", path);
-	if (act == 3)
-		crash_now();
-	if (act) {
+	int err = count("fallocate", path);
+	if (err) {
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
 	file_log(&sb, fd); /* remembers the synced size */
@@ -592,12 +592,10 @@ static int do_rename(int olddirfd, const char *oldname, int newdirfd, const char
 	pthread_mutex_lock(&mu);
 	char ctx[PATH_MAX + 8];
 	snprintf(ctx, sizeof(ctx), "from %s", basename_of(a));
-	int act = count_ctx("rename", b, ctx);
-	if (act == 3)
-		crash_now();
-	if (act) {
+	int err = count_ctx("rename", b, ctx);
+	if (err) {
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
 	char saved[PATH_MAX] = "";
@@ -641,12 +639,10 @@ static int do_unlink(int dirfd, const char *name, int flags, int at_form)
 	if (!under_dir(a) || (flags & AT_REMOVEDIR))
 		return at_form ? real_unlinkat(dirfd, name, flags) : real_unlink(name);
 	pthread_mutex_lock(&mu);
-	int act = count("unlink", a);
-	if (act == 3)
-		crash_now();
-	if (act) {
+	int err = count("unlink", a);
+	if (err) {
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
 	char saved[PATH_MAX];
@@ -687,12 +683,10 @@ static int do_open(int dirfd, const char *name, int flags, mode_t mode, int at_f
 	if (!under_dir(a))
 		return at_form ? real_openat(dirfd, name, flags, mode) : real_open(name, flags, mode);
 	pthread_mutex_lock(&mu);
-	int act = count("create", a);
-	if (act == 3)
-		crash_now();
-	if (act) {
+	int err = count("create", a);
+	if (err) {
 		pthread_mutex_unlock(&mu);
-		errno = act == 1 ? EIO : ENOSPC;
+		errno = err;
 		return -1;
 	}
 	int existed = lstat(a, &sb) == 0;

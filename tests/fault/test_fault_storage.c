@@ -737,12 +737,6 @@ int main(void)
 				printf("  %3u %s\n", t.by_class[k], classes[k].name);
 		fflush(stdout);
 	}
-	if (!check_failures && !getenv("RG_FAULT_KEEP")) {
-		char cmd[1000];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s' %s%s%s", p.dir, tmpl[0] ? "'" : "", tmpl,
-			 tmpl[0] ? "'" : "");
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", p.dir);
-	}
+	ledger_proc_cleanup(&p, tmpl, check_failures);
 	return check_exit();
 }

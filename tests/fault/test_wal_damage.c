@@ -588,12 +588,6 @@ int main(void)
 		fclose(rel);
 	for (int i = 0; i < nseg; i++)
 		free(seg_orig[i]);
-	if (!check_failures) {
-		char cmd[1000];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s' %s%s%s", p.dir, tmpl[0] ? "'" : "", tmpl,
-			 tmpl[0] ? "'" : "");
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", p.dir);
-	}
+	ledger_proc_cleanup(&p, tmpl, check_failures);
 	return check_exit();
 }

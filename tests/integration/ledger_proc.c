@@ -150,6 +150,20 @@ int ledger_proc_sanitizer_reports(const LedgerProc *p)
 	return system(cmd) == 0; /* grep exits 0 when it found a report */
 }
 
+void ledger_proc_cleanup(const LedgerProc *p, const char *tmpfs_dir, int failed)
+{
+	char cmd[1000];
+
+	if (failed || getenv("RG_FAULT_KEEP"))
+		return;
+	if (tmpfs_dir && tmpfs_dir[0])
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", p->dir, tmpfs_dir);
+	else
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", p->dir);
+}
+
 void ledger_proc_use_tmpfs(const char *name, char *dir, size_t dir_len)
 {
 	const char *tmpfs = getenv("RG_FAULT_TMPFS") ? getenv("RG_FAULT_TMPFS") : "/dev/shm";

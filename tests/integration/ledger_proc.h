@@ -22,8 +22,12 @@ void ledger_proc_init(LedgerProc *p, const char *name);
 /* For tests that simulate their crashes, where the disk's own flushes add
  * only time: points RG_TEST_TMP at a new directory on tmpfs ($RG_FAULT_TMPFS,
  * default /dev/shm; "" turns it off) and writes its path to dir, or "" when
- * there is none writable. The caller removes it. */
+ * there is none writable. ledger_proc_cleanup removes it. */
 void ledger_proc_use_tmpfs(const char *name, char *dir, size_t dir_len);
+/* Removes the test directory and tmpfs_dir (from ledger_proc_use_tmpfs; ""
+ * or NULL: none), unless failed (the caller's check_failures) or
+ * RG_FAULT_KEEP is set: then they stay for a look. */
+void ledger_proc_cleanup(const LedgerProc *p, const char *tmpfs_dir, int failed);
 /* Starts the daemon and waits (up to 20 s) until it answers PING. Returns 0,
  * or -1 when it exited or did not come up (its log is printed). */
 int ledger_proc_start(LedgerProc *p);

@@ -19,11 +19,14 @@ Scratch files go under $RG_TEST_TMP (or /tmp). Standard library only.
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fcgi_client  # noqa: E402
 
 WORKERS = 16
 REQUESTS = 200
@@ -44,13 +47,7 @@ def switches(pids):
 
 
 def request(sock):
-    env = dict(os.environ, REQUEST_METHOD="GET", SCRIPT_NAME="/api",
-               PATH_INFO="/v1/no-such-route", REQUEST_URI="/api/v1/no-such-route",
-               SERVER_PROTOCOL="HTTP/1.1", CONTENT_LENGTH="0")
-    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], env=env,
-                       capture_output=True, timeout=30)
-    m = re.search(rb"^Status: (\d+)", p.stdout, re.M)
-    return int(m.group(1)) if m else 200
+    return fcgi_client.request(sock, "GET", "/v1/no-such-route")[0]
 
 
 def main():
@@ -87,12 +84,7 @@ def main():
             sys.exit(f"FAIL: more than {MAX_SWITCHES_PER_REQUEST} switches per request: "
                      "a new connection wakes idle workers that have nothing to do")
     finally:
-        pool.send_signal(signal.SIGTERM)
-        try:
-            pool.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pool.kill()
-            pool.wait()
+        fcgi_client.stop(pool)
     subprocess.run(["rm", "-rf", tmp])
     print("ok")
 

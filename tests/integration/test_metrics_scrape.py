@@ -19,11 +19,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fcgi_client  # noqa: E402
 
 failures = 0
 
@@ -73,16 +76,7 @@ class Stack:
         return p.returncode, p.stdout
 
     def request(self, method, path, body=b""):
-        env = dict(os.environ, REQUEST_METHOD=method, SCRIPT_NAME="/api", PATH_INFO=path,
-                   REQUEST_URI="/api" + path, SERVER_PROTOCOL="HTTP/1.1",
-                   CONTENT_LENGTH=str(len(body)))
-        if body:
-            env["CONTENT_TYPE"] = "application/json"
-        p = subprocess.run(["cgi-fcgi", "-bind", "-connect", self.fcgi_sock], env=env,
-                           input=body, capture_output=True, timeout=30)
-        head, _, payload = p.stdout.partition(b"\r\n\r\n")
-        m = re.search(rb"^Status: (\d+)", head, re.M)
-        return (int(m.group(1)) if m else 200), payload.decode()
+        return fcgi_client.request(self.fcgi_sock, method, path, body)
 
     def try_request(self, method, path):
         try:
@@ -91,14 +85,8 @@ class Stack:
             return False
 
     def stop(self):
-        for proc in (self.fcgi, self.ledger):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        fcgi_client.stop(self.fcgi)
+        fcgi_client.stop(self.ledger)
 
 
 def parse(text):
