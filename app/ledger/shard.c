@@ -756,5 +756,10 @@ void shard_report_writebehind(Shard *s, uint64_t applied_lsn, uint64_t lag_ms, i
 	s->stats.wb_lag_ms = lag_ms;
 	s->stats.wb_connected = (uint64_t)connected;
 	s->stats.wb_errors = errors;
+	/* PostgreSQL may now cover segments a snapshot already covers: the
+	 * syncer deletes them even when no batch comes to wake it. */
+	int deletable = deletable_through(s) != 0;
 	pthread_mutex_unlock(&s->mu);
+	if (deletable)
+		pthread_cond_signal(&s->sync_cond);
 }

@@ -568,11 +568,15 @@ static void *writer_main(void *arg)
 		/* Read on while disconnected too: the oldest waiting record is the lag. */
 		int idle = w->conn && w->n == 0;
 		int gather_ms = gathering_ms(w);
+		uint64_t before = w->read_upto;
 		uint64_t durable = shard_wait_durable(w->shard, w->read_upto,
 						      idle ? WAIT_DURABLE_MS : gather_ms);
 		if (batch_fill(w, durable) != 0)
 			continue;
-		if (w->conn && w->n > 0 && gathering_ms(w) > 0)
+		/* Gather on only while waiting brings records: a wait that
+		 * returns at once with nothing new (the shard is stopping) must
+		 * not spin until the window closes. */
+		if (w->conn && w->n > 0 && w->read_upto > before && gathering_ms(w) > 0)
 			continue;
 		if (idle && w->n == 0 && durable > w->read_upto && w->have_checkpoint) {
 			/* Durable yet not readable: cannot last; never spin on it. */
