@@ -39,6 +39,7 @@
 #include "tools/latency.h"
 
 #define HIST_US 200000 /* latencies above 200 ms land in the last bucket */
+#define CONN_INFLIGHT_MAX 256 /* requests in flight per connection (open loop) */
 
 typedef struct Options {
 	const char *socket;
@@ -51,8 +52,12 @@ typedef struct Options {
 typedef struct BenchConn {
 	int fd;
 	Buf in, out;
-	int64_t sent_ns[256];         /* send (open loop: due) time per slot (request id % 256) */
-	int inflight;
+	/* A request in flight holds a slot, named in the low byte of its id: its
+	 * answer finds the send (open loop: due) time there even when answers
+	 * from different shards overtake each other. */
+	int64_t sent_ns[CONN_INFLIGHT_MAX];
+	uint8_t free_slot[CONN_INFLIGHT_MAX];
+	int inflight;                 /* slots taken; free_slot[inflight..) are free */
 	uint64_t next_id;
 	uint64_t counter;
 } BenchConn;
@@ -89,15 +94,15 @@ static void queue_reserve(Worker *w, BenchConn *c, int64_t due_ns)
 	w->sent++;
 	WireRequest req = { .op = WIRE_OP_RESERVE, .quantity = 1 };
 	char sku[80], session[64];
-	req.id = ++c->next_id;
+	uint8_t slot = c->free_slot[c->inflight++];
+	req.id = ++c->next_id << 8 | slot;
 	sku_name(w->opt, c->counter * 7919 + (uint64_t)w->index * 104729 + c->next_id, sku, sizeof(sku));
 	snprintf(session, sizeof(session), "b%d-%p-%llu", w->index, (void *)c,
 		 (unsigned long long)c->next_id);
 	wire_set_str(req.sku, &req.sku_len, sku, strlen(sku), WIRE_SKU_MAX);
 	wire_set_str(req.session, &req.session_len, session, strlen(session), WIRE_SESSION_MAX);
 	wire_encode_request(&c->out, &req);
-	c->sent_ns[req.id % 256] = due_ns ? due_ns : clock_mono_ns();
-	c->inflight++;
+	c->sent_ns[slot] = due_ns ? due_ns : clock_mono_ns();
 	c->counter++;
 }
 
@@ -127,7 +132,7 @@ static int64_t send_due(Worker *w, int64_t now)
 		BenchConn *c = NULL;
 		for (int i = 0; i < w->nconns && !c; i++) {
 			BenchConn *k = &w->conns[(w->next_conn + i) % w->nconns];
-			if (k->inflight < 256)
+			if (k->inflight < CONN_INFLIGHT_MAX)
 				c = k;
 		}
 		if (!c) {
@@ -177,6 +182,8 @@ static void *worker_main(void *arg)
 		c->fd = connect_raw(w->opt->socket);
 		buf_init(&c->in, 65536);
 		buf_init(&c->out, 65536);
+		for (int k = 0; k < CONN_INFLIGHT_MAX; k++)
+			c->free_slot[k] = (uint8_t)k;
 		for (int k = 0; k < w->opt->pipeline && !w->interval_ns; k++)
 			queue_reserve(w, c, 0);
 		conn_write(c);
@@ -193,6 +200,8 @@ static void *worker_main(void *arg)
 			wait = (struct timespec){ ns / 1000000000, ns % 1000000000 };
 		}
 		int n = epoll_pwait2(ep, events, 64, &wait, NULL);
+		if (n < 0 && errno != EINTR)
+			die("epoll_pwait2"); /* e.g. ENOSYS before Linux 5.11: never spin */
 		for (int e = 0; e < n; e++) {
 			BenchConn *c = events[e].data.ptr;
 			buf_reserve(&c->in, 16384);
@@ -211,7 +220,8 @@ static void *worker_main(void *arg)
 			while (wire_decode_response(c->in.data + off, c->in.len - off, &resp, &used, &why) ==
 			       WIRE_DECODE_OK) {
 				off += used;
-				int64_t us = (now - c->sent_ns[resp.id % 256]) / 1000;
+				uint8_t slot = (uint8_t)resp.id;
+				int64_t us = (now - c->sent_ns[slot]) / 1000;
 				/* now was read before this batch; a request queued while
 				 * answering it may have been sent after. */
 				if (us < 0)
@@ -225,7 +235,7 @@ static void *worker_main(void *arg)
 					w->busy++;
 				else
 					w->other++;
-				c->inflight--;
+				c->free_slot[--c->inflight] = slot;
 				if (!w->interval_ns)
 					queue_reserve(w, c, 0);
 			}
