@@ -30,7 +30,7 @@ typedef struct Sku {
 
 /* What one session holds of one SKU, for per-session limits. */
 typedef struct Holder {
-	HNode node;                    /* keyed by holder_hash(sku, session) */
+	HNode node;                    /* keyed by holder_hash(sku's hash, session) */
 	Sku *sku;
 	int64_t held;                  /* units in its reserved + confirmed reservations */
 	uint32_t refs;                 /* retained reservations pointing here */
@@ -75,9 +75,9 @@ static uint64_t reservation_hash(const ResId *id)
 	return get_u64le(id->b + 4); /* random bits: already a good hash */
 }
 
-static uint64_t holder_hash(const Sku *sku, const char *session, size_t len)
+static uint64_t holder_hash(uint64_t sku_hash, const char *session, size_t len)
 {
-	return sku->node.hash * 31 + hash_bytes(session, len);
+	return sku_hash * 31 + hash_bytes(session, len);
 }
 
 static Sku *sku_find(const Book *b, const char *id, size_t len)
@@ -102,9 +102,9 @@ static Reservation *reservation_find(const Book *b, const ResId *id)
 	return NULL;
 }
 
-static Holder *holder_find(const Book *b, const Sku *sku, const char *session, size_t len)
+static Holder *holder_find_hashed(const Book *b, const Sku *sku, uint64_t h, const char *session,
+				  size_t len)
 {
-	uint64_t h = holder_hash(sku, session, len);
 	HTAB_FOR_HASH(&b->holders, h, node) {
 		Holder *x = (Holder *)node;
 		if (x->sku == sku && x->session_len == len && memcmp(x->session, session, len) == 0)
@@ -113,13 +113,19 @@ static Holder *holder_find(const Book *b, const Sku *sku, const char *session, s
 	return NULL;
 }
 
+static Holder *holder_find(const Book *b, const Sku *sku, const char *session, size_t len)
+{
+	return holder_find_hashed(b, sku, holder_hash(sku->node.hash, session, len), session, len);
+}
+
 static Holder *holder_get(Book *b, Sku *sku, const char *session, size_t len)
 {
-	Holder *x = holder_find(b, sku, session, len);
+	uint64_t h = holder_hash(sku->node.hash, session, len);
+	Holder *x = holder_find_hashed(b, sku, h, session, len);
 	if (x)
 		return x;
 	x = xmalloc(sizeof(*x) + len);
-	x->node.hash = holder_hash(sku, session, len);
+	x->node.hash = h;
 	x->sku = sku;
 	x->held = 0;
 	x->refs = 0;
@@ -264,7 +270,7 @@ static int apply_reserve(Book *b, const Record *rec, IdemSlot *slot)
 	Sku *s = sku_find(b, rec->sku, rec->sku_len);
 	if (!s || reservation_find(b, &rec->id) ||
 	    s->reserved + s->sold + rec->quantity > s->stock ||
-	    resid_route(&rec->id) != hash_route(rec->sku, rec->sku_len))
+	    resid_route(&rec->id) != (uint32_t)s->node.hash) /* = hash_route of its id */
 		return -EBADMSG;
 
 	if (!slot && rec->idem_key_len && key_held_by_live_hold(b, rec))
@@ -488,7 +494,7 @@ static void decide_reserve(Book *b, const WireRequest *q, int64_t now_ms, WireRe
 	uint8_t random[12];
 	do {
 		rng_fill(b->rng, random, sizeof(random));
-		resid_make(&rec.id, hash_route(s->id, s->id_len), random);
+		resid_make(&rec.id, (uint32_t)s->node.hash /* = hash_route(s->id) */, random);
 	} while (reservation_find(b, &rec.id));
 	wire_set_str(rec.sku, &rec.sku_len, s->id, s->id_len, WIRE_SKU_MAX);
 	wire_set_str(rec.session, &rec.session_len, q->session, q->session_len, WIRE_SESSION_MAX);
@@ -678,6 +684,57 @@ int book_replay(Book *b, const Record *rec)
 	if (rec->at_ms > b->last_now_ms)
 		b->last_now_ms = rec->at_ms;
 	return apply(b, rec, NULL);
+}
+
+static void prefetch_bucket(const HTab *t, uint64_t hash, int stage)
+{
+	HNode **slot = &t->buckets[hash & t->mask];
+	/* A prefetch never faults, so an empty bucket's NULL is harmless. */
+	__builtin_prefetch(stage == 0 ? (const void *)slot : (const void *)*slot);
+}
+
+/* The lookups of one record or request: its SKU, the SKU's holder of the
+ * session (session_len > 0) and the reservation (id non-NULL). */
+static void prefetch_keys(const Book *b, const char *sku, size_t sku_len, const char *session,
+			  size_t session_len, const ResId *id, int stage)
+{
+	if (sku_len > 0) {
+		uint64_t sku_hash = hash_bytes(sku, sku_len);
+		prefetch_bucket(&b->skus, sku_hash, stage);
+		if (session_len > 0)
+			prefetch_bucket(&b->holders, holder_hash(sku_hash, session, session_len), stage);
+	}
+	if (id)
+		prefetch_bucket(&b->reservations, reservation_hash(id), stage);
+}
+
+void book_prefetch(const Book *b, const Record *rec, int stage)
+{
+	int reserve = rec->type == REC_RESERVE;
+	int has_sku = reserve || rec->type == REC_SKU_PUT;
+	prefetch_keys(b, rec->sku, has_sku ? rec->sku_len : 0, rec->session,
+		      reserve ? rec->session_len : 0, rec->type == REC_SKU_PUT ? NULL : &rec->id, stage);
+}
+
+void book_prefetch_request(const Book *b, const WireRequest *q, int stage)
+{
+	switch (q->op) {
+	case WIRE_OP_RESERVE:
+		/* Its new id is drawn at random when it is applied: no hint. */
+		prefetch_keys(b, q->sku, q->sku_len, q->session, q->session_len, NULL, stage);
+		break;
+	case WIRE_OP_CONFIRM:
+	case WIRE_OP_RELEASE:
+	case WIRE_OP_GET_RESERVATION:
+		prefetch_keys(b, NULL, 0, NULL, 0, &q->reservation, stage);
+		break;
+	case WIRE_OP_GET_SKU:
+	case WIRE_OP_PUT_SKU:
+		prefetch_keys(b, q->sku, q->sku_len, NULL, 0, NULL, stage);
+		break;
+	default:
+		break;
+	}
 }
 
 /* ---- life cycle, checks, stats ---------------------------------------------- */

@@ -75,6 +75,14 @@ int64_t book_next_expiry(const Book *b);
  * record does not fit the state (unknown SKU or reservation, a transition
  * that cannot happen): the log is corrupt. */
 int book_replay(Book *b, const Record *rec) __attribute__((warn_unused_result));
+/* A hint for replay, which knows the records ahead: starts fetching into the
+ * cache what replaying rec will look up — with stage 0 the hash buckets, with
+ * stage 1 (some records later) the entries those buckets point to. In a book
+ * larger than the cache each lookup is a miss to memory; fetched ahead, the
+ * misses of several records overlap. Changes nothing. */
+void book_prefetch(const Book *b, const Record *rec, int stage);
+/* The same hint for a request that book_execute will see soon. */
+void book_prefetch_request(const Book *b, const WireRequest *req, int stage);
 
 /* Serialises the whole book; book_load fills an empty book from those bytes
  * (returns 0 or -EBADMSG). */
