@@ -1,5 +1,7 @@
-/* htab.c — intrusive chained hash table. */
+/* htab.c — intrusive chained hash table with incremental growth (see htab.h). */
 #include "common/htab.h"
+
+#include <string.h>
 
 #include "common/log.h"
 #include "common/xmalloc.h"
@@ -7,35 +9,55 @@
 void htab_init(HTab *t, size_t buckets_pow2)
 {
 	rg_assert(buckets_pow2 >= 1 && (buckets_pow2 & (buckets_pow2 - 1)) == 0);
+	memset(t, 0, sizeof(*t));
 	t->buckets = xcalloc(buckets_pow2, sizeof(HNode *));
 	t->mask = buckets_pow2 - 1;
-	t->count = 0;
 }
 
 void htab_free(HTab *t)
 {
 	free(t->buckets);
-	t->buckets = NULL;
+	free(t->old);
+	memset(t, 0, sizeof(*t));
+}
+
+void htab_clear(HTab *t)
+{
+	free(t->old);
+	t->old = NULL;
+	memset(t->buckets, 0, (t->mask + 1) * sizeof(HNode *));
 	t->count = 0;
 }
 
-static void htab_grow(HTab *t)
+/* Moves up to n old buckets into the new array; frees the old one once
+ * the last has moved. */
+static void htab_move(HTab *t, size_t n)
 {
-	size_t n = (t->mask + 1) * 2;
-	HNode **buckets = xcalloc(n, sizeof(HNode *));
-	for (size_t i = 0; i <= t->mask; i++) {
-		HNode *node = t->buckets[i];
+	for (; n > 0 && t->old; n--) {
+		HNode *node = t->old[t->old_next];
+		t->old[t->old_next] = NULL;
 		while (node) {
 			HNode *next = node->next;
-			HNode **slot = &buckets[node->hash & (n - 1)];
+			HNode **slot = &t->buckets[node->hash & t->mask];
 			node->next = *slot;
 			*slot = node;
 			node = next;
 		}
+		if (t->old_next++ == t->old_mask) {
+			free(t->old);
+			t->old = NULL;
+		}
 	}
-	free(t->buckets);
-	t->buckets = buckets;
-	t->mask = n - 1;
+}
+
+static void htab_grow(HTab *t)
+{
+	htab_move(t, SIZE_MAX); /* never reached in practice: see htab.h */
+	t->old = t->buckets;
+	t->old_mask = t->mask;
+	t->old_next = 0;
+	t->mask = t->mask * 2 + 1;
+	t->buckets = xcalloc(t->mask + 1, sizeof(HNode *));
 }
 
 void htab_insert(HTab *t, HNode *node)
@@ -47,15 +69,16 @@ void htab_insert(HTab *t, HNode *node)
 	 * rather than three quarters, for one more pointer per node. */
 	if (t->count >= (t->mask + 1) / 2)
 		htab_grow(t);
-	HNode **slot = &t->buckets[node->hash & t->mask];
+	HNode **slot = htab_slot(t, node->hash);
 	node->next = *slot;
 	*slot = node;
 	t->count++;
+	htab_move(t, HTAB_MOVE_STEP);
 }
 
 void htab_remove(HTab *t, HNode *node)
 {
-	HNode **slot = &t->buckets[node->hash & t->mask];
+	HNode **slot = htab_slot(t, node->hash);
 	while (*slot != node) {
 		rg_assert(*slot != NULL);
 		slot = &(*slot)->next;
@@ -63,4 +86,5 @@ void htab_remove(HTab *t, HNode *node)
 	*slot = node->next;
 	node->next = NULL;
 	t->count--;
+	htab_move(t, HTAB_MOVE_STEP);
 }

@@ -688,7 +688,7 @@ int book_replay(Book *b, const Record *rec)
 
 static void prefetch_bucket(const HTab *t, uint64_t hash, int stage)
 {
-	HNode **slot = &t->buckets[hash & t->mask];
+	HNode **slot = htab_slot(t, hash);
 	/* A prefetch never faults, so an empty bucket's NULL is harmless. */
 	__builtin_prefetch(stage == 0 ? (const void *)slot : (const void *)*slot);
 }

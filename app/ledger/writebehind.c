@@ -159,12 +159,6 @@ static void add_str(PgsqlArray *a, const char *s)
 	pgsql_array_add_text(a, s, strlen(s));
 }
 
-static void htab_clear(HTab *t)
-{
-	memset(t->buckets, 0, (t->mask + 1) * sizeof(HNode *));
-	t->count = 0;
-}
-
 static BatchRes *batch_res_find(Writer *w, const ResId *id, uint64_t h)
 {
 	HTAB_FOR_HASH(&w->res_tab, h, node) {
