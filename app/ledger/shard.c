@@ -136,9 +136,12 @@ static int replay_record(void *ctx, uint64_t lsn, const uint8_t *payload, size_t
 	return 0;
 }
 
-/* Applies what replay_record still holds, once the log is read. */
-static int replay_finish(Replay *rp)
+/* WalOptions.settle: applies what replay_record still holds, before
+ * recovery trims, drops or appends anything — so a record that does not fit
+ * refuses the start with the log exactly as it was. */
+static int replay_settle(void *ctx)
 {
+	Replay *rp = ctx;
 	while (rp->queued > 0)
 		if (replay_apply_oldest(rp) != 0)
 			return -EBADMSG;
@@ -185,13 +188,12 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 	s->deleted_lsn = 0;
 
 	WalOptions opt = { .dir = cfg->dir, .segment_size = cfg->wal_segment_size,
-			   .allow_corruption = cfg->allow_wal_corruption };
+			   .allow_corruption = cfg->allow_wal_corruption, .settle = replay_settle };
 	WalRecoveryStats rs;
 	replay = xcalloc(1, sizeof(*replay));
 	replay->book = s->book;
 	rc = wal_open(&opt, snap_lsn, replay_record, replay, &s->wal, &rs, why, why_len);
-	if (rc == 0)
-		rc = replay_finish(replay);
+	rg_assert(rc != 0 || replay->queued == 0); /* settled before the tail was prepared */
 	if (rc != 0) {
 		if (replay->why[0])
 			snprintf(why, why_len, "%s in %s", replay->why, cfg->dir);
@@ -793,7 +795,9 @@ void shard_stats(Shard *s, ShardStats *out)
 uint64_t shard_wait_durable(Shard *s, uint64_t after, int timeout_ms)
 {
 	pthread_mutex_lock(&s->mu);
-	if (s->durable_lsn <= after && !s->stopping) {
+	/* A stopping shard waits too: the writer notices its own stop flag at
+	 * the next timeout, and returning at once would only make it spin. */
+	if (s->durable_lsn <= after) {
 		struct timespec ts = deadline_in_ms(timeout_ms);
 		pthread_cond_timedwait(&s->durable_cond, &s->mu, &ts);
 	}

@@ -757,6 +757,13 @@ static int recover_damage(Recovery *r, size_t i, size_t off, size_t nz, size_t s
 	return 0;
 }
 
+/* WalOptions.settle: the caller applies what it deferred, before recovery
+ * writes. Returns its value (0: go on). */
+static int settle(Recovery *r)
+{
+	return r->opt->settle ? r->opt->settle(r->ctx) : 0;
+}
+
 /* Reads and verifies segment i, handing records to the callback. Returns 0
  * to go on, 1 when segment i is now the last one, a negative errno, or the
  * callback's non-zero value (as *cb_rc). */
@@ -798,6 +805,8 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 					snprintf(gap, sizeof(gap), "records %" PRIu64 "..%" PRIu64
 						 " are missing (not in the log, nor in the snapshot, which ends at lsn %"
 						 PRIu64 ")", expect, lsn - 1, r->after_lsn);
+				if ((*cb_rc = settle(r)) != 0)
+					return 0;
 				rc = recover_damage(r, i, 0, nonzero_end(r->buf, 0, size), size, gap, 1, 0);
 				return rc < 0 ? rc : 1;
 			}
@@ -832,6 +841,8 @@ static int recover_segment(Recovery *r, size_t i, int *cb_rc)
 	}
 	if (!what)
 		what = "non-zero bytes after the end of the data";
+	if ((*cb_rc = settle(r)) != 0)
+		return 0;
 	rc = recover_damage(r, i, off, nz, size, what, 0, wstart);
 	return rc < 0 ? rc : 1;
 }
@@ -992,6 +1003,8 @@ int wal_open(const WalOptions *opt, uint64_t after_lsn, WalRecordFn fn, void *ct
 	r.buf = NULL;
 	stats->last_lsn = r.last_lsn;
 
+	if ((rc = settle(&r)) != 0)
+		goto fail;
 	rc = recover_tail(&r, (r.last_lsn > after_lsn ? r.last_lsn : after_lsn) + 1);
 	if (rc < 0) {
 		if (why && !why[0])

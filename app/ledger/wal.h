@@ -21,6 +21,12 @@ typedef struct WalOptions {
 	const char *dir;         /* the shard's directory; created if missing */
 	size_t segment_size;     /* bytes per segment file, preallocated (>= 1 MiB) */
 	int allow_corruption;    /* recover past mid-log damage (drops the rest) instead of refusing */
+	/* Optional, for a WalRecordFn that applies records some time after it is
+	 * given them: called with wal_open's ctx before recovery changes anything
+	 * on disk (trims a torn tail, drops damage, prepares the tail for
+	 * appending), to apply what it holds. A non-zero return stops recovery
+	 * with that value and leaves the log as it was. */
+	int (*settle)(void *ctx);
 } WalOptions;
 
 typedef struct WalRecoveryStats {

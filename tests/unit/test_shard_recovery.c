@@ -8,13 +8,15 @@
  *     on ones far behind, recover to exactly the book that wrote them: the
  *     same stats, and every SKU and reservation answers the same through a
  *     started shard;
- *   - a record that does not fit the state refuses the start and names its
- *     own LSN, whether it sits in the middle of the log or among the last
- *     records, which are applied only after the log has been read.
+ *   - a record that does not fit the state refuses the start, names its own
+ *     LSN and changes no file, whether it sits in the middle of the log or
+ *     among the last records (applied only once the log has been read), even
+ *     when damage follows that --allow-wal-corruption would drop.
  * The log is made by a real Book (seeded), so its records are the ones the
  * ledger writes. RG_TEST_SEED reproduces a run. */
 #include "ledger/shard.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include "testdir.h"
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "ledger/book.h"
@@ -33,7 +36,7 @@
 
 static int64_t t0; /* now: the started shard expires holds by the wall clock */
 #define SKUS 5
-#define RES_MAX 400
+#define RES_MAX 1500 /* the book's tables (1,024 buckets) grow during replay */
 
 /* ---- a log written by a real book --------------------------------------- */
 
@@ -113,7 +116,8 @@ static void write_book(Book *b, Log *l, int nres, ResId *ids)
 	}
 }
 
-static void write_wal(const char *dir, const Log *l)
+/* Writes l as one batch; returns the offset of the last record's frame. */
+static size_t write_wal(const char *dir, const Log *l)
 {
 	WalOptions opt = { .dir = dir, .segment_size = 1 << 20 };
 	Wal *w;
@@ -122,9 +126,11 @@ static void write_wal(const char *dir, const Log *l)
 	Buf batch, payload;
 	buf_init(&batch, 4096);
 	buf_init(&payload, 512);
+	size_t last = 0;
 	for (size_t i = 0; i < l->n; i++) {
 		buf_reset(&payload);
 		record_encode(&l->rec[i], &payload);
+		last = batch.len;
 		wal_frame(&batch, i + 1, payload.data, payload.len);
 	}
 	REQUIRE(wal_write(w, batch.data, batch.len) == 0);
@@ -132,6 +138,47 @@ static void write_wal(const char *dir, const Log *l)
 	wal_close(w);
 	buf_free(&batch);
 	buf_free(&payload);
+	return last;
+}
+
+/* A digest of every file in dir: names, sizes and bytes. */
+static uint64_t dir_digest(const char *dir)
+{
+	DIR *d = opendir(dir);
+	REQUIRE(d);
+	uint64_t sum = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		FILE *f = fopen(path, "rb");
+		REQUIRE(f);
+		uint64_t h = hash_bytes(de->d_name, strlen(de->d_name));
+		uint8_t chunk[65536];
+		size_t n;
+		while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+			h = h * 1000003 ^ hash_bytes(chunk, n) ^ n;
+		fclose(f);
+		sum += h; /* order-independent */
+	}
+	closedir(d);
+	return sum;
+}
+
+static void flip_byte(const char *dir, size_t offset)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/wal-%016llx.seg", dir, 1ULL);
+	FILE *f = fopen(path, "r+b");
+	REQUIRE(f);
+	REQUIRE(fseek(f, (long)offset, SEEK_SET) == 0);
+	int c = fgetc(f);
+	REQUIRE(c != EOF);
+	REQUIRE(fseek(f, (long)offset, SEEK_SET) == 0);
+	fputc(c ^ 0x10, f);
+	REQUIRE(fclose(f) == 0);
 }
 
 /* ---- asking a started shard --------------------------------------------- */
@@ -272,8 +319,11 @@ static void recovers_same_book(int nres, uint64_t seed)
 
 /* A CONFIRM of a reservation that never existed, inserted at position `at`
  * of a log of nres reservations (0-based; negative: counted from the end):
- * the start is refused, naming that record's LSN. */
-static void refuses_misfit(int nres, int at, uint64_t seed)
+ * the start is refused, naming that record's LSN, and leaves every file as
+ * it was. With damage_last the last record is damaged too and
+ * --allow-wal-corruption is on: the misfit before it must still refuse the
+ * start before recovery drops anything. */
+static void refuses_misfit(int nres, int at, int damage_last, uint64_t seed)
 {
 	char dir[512], name[32];
 	snprintf(name, sizeof(name), "misfit-%d-%d", nres, at);
@@ -290,10 +340,14 @@ static void refuses_misfit(int nres, int at, uint64_t seed)
 	uint8_t random[12] = { 0xde, 0xad, 0xbe, 0xef };
 	resid_make(&bad.id, 0, random);
 	l->rec[at] = bad;
-	write_wal(dir, l);
+	size_t last = write_wal(dir, l);
+	if (damage_last)
+		flip_byte(dir, last + WAL_RECORD_HEADER_LEN);
+	uint64_t before = dir_digest(dir);
 
 	IdemIndex *idem2 = idem_new();
 	ShardConfig sc = shard_config(dir);
+	sc.allow_wal_corruption = damage_last;
 	Shard *s = NULL;
 	char why[512] = "", want[64];
 	CHECK_EQ_INT(shard_open(&sc, idem2, on_reply, NULL, &s, why, sizeof(why)), -EBADMSG);
@@ -301,6 +355,7 @@ static void refuses_misfit(int nres, int at, uint64_t seed)
 	if (!strstr(why, want))
 		fprintf(stderr, "want \"%s\" in: %s\n", want, why);
 	CHECK(strstr(why, want) != NULL);
+	CHECK(dir_digest(dir) == before);
 	source_close();
 	idem_free(idem2);
 	testdir_remove(dir);
@@ -321,8 +376,9 @@ int main(void)
 	recovers_same_book(3, seed);
 	recovers_same_book(60, seed);
 	recovers_same_book(RES_MAX, seed);
-	refuses_misfit(60, 30, seed);  /* in the middle */
-	refuses_misfit(60, -3, seed);  /* among the last: applied after the log is read */
-	refuses_misfit(3, 6, seed);    /* the whole log fits in the look-ahead */
+	refuses_misfit(60, 30, 0, seed); /* in the middle */
+	refuses_misfit(60, -3, 0, seed); /* among the last: applied once the log is read */
+	refuses_misfit(3, 6, 0, seed);   /* the whole log fits in the look-ahead */
+	refuses_misfit(60, -3, 1, seed); /* and damage after it that recovery would drop */
 	return check_exit();
 }
