@@ -75,9 +75,22 @@ static inline HNode *htab_slot_head(const HTab *t, size_t i)
 	return i <= t->mask ? t->buckets[i] : t->old[i - t->mask - 1];
 }
 
+/* The head of slot i, fetching the one HTAB_WALK_AHEAD slots on into the
+ * cache meanwhile: nodes are scattered over memory, and a walk over a table
+ * larger than the cache would otherwise wait for them one at a time (a
+ * snapshot of a million SKUs spent nine tenths of its time there). */
+#define HTAB_WALK_AHEAD 32
+
+static inline HNode *htab_walk_head(const HTab *t, size_t i)
+{
+	if (i + HTAB_WALK_AHEAD < htab_slots(t))
+		__builtin_prefetch(htab_slot_head(t, i + HTAB_WALK_AHEAD));
+	return htab_slot_head(t, i);
+}
+
 #define HTAB_FOR_EACH(t, node) \
 	for (size_t htab_i_ = 0; htab_i_ < htab_slots(t); htab_i_++) \
-		for (HNode *node = htab_slot_head((t), htab_i_), *htab_next_ = node ? node->next : NULL; \
+		for (HNode *node = htab_walk_head((t), htab_i_), *htab_next_ = node ? node->next : NULL; \
 		     node; node = htab_next_, htab_next_ = node ? node->next : NULL)
 
 #endif
