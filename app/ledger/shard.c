@@ -209,6 +209,12 @@ int shard_open(const ShardConfig *cfg, IdemIndex *idem, ShardReplyFn reply, void
 		goto fail;
 	}
 	book_check_touched(s->book);
+	rc = snapshot_quarantine_newer(cfg->dir, snap_lsn);
+	if (rc != 0) {
+		snprintf(why, why_len, "cannot set aside damaged snapshots in %s: %s", cfg->dir,
+			 strerror(-rc));
+		goto fail;
+	}
 	free(replay);
 	replay = NULL;
 	s->next_lsn = wal_next_lsn(s->wal);

@@ -290,3 +290,33 @@ out:
 	close(dirfd);
 	return rc;
 }
+
+int snapshot_quarantine_newer(const char *dir, uint64_t lsn)
+{
+	uint64_t *lsns = NULL;
+	size_t n = 0, moved = 0;
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	int rc = snap_list(dir, dirfd, 0, &lsns, &n);
+	for (size_t i = 0; rc == 0 && i < n && lsns[i] > lsn; i++) {
+		char name[SNAP_NAME_LEN + 1], damaged[SNAP_NAME_LEN + 8];
+		snap_name(name, lsns[i]);
+		snprintf(damaged, sizeof(damaged), "snap-%016" PRIx64 ".damaged", lsns[i]);
+		if (renameat(dirfd, name, dirfd, damaged) != 0) {
+			rc = -errno;
+			log_error("snapshot: cannot set aside damaged %s/%s: %s", dir, name, strerror(-rc));
+			break;
+		}
+		log_warn("snapshot: damaged %s/%s set aside as %s", dir, name, damaged);
+		moved++;
+	}
+	if (rc == 0 && moved) {
+		rc = fileio_fsync(dirfd);
+		if (rc < 0)
+			log_error("snapshot: fsync of %s failed: %s", dir, strerror(-rc));
+	}
+	free(lsns);
+	close(dirfd);
+	return rc;
+}

@@ -30,4 +30,13 @@ int snapshot_write(const char *dir, uint64_t lsn, const void *data, size_t len, 
 int snapshot_load_latest(const char *dir, uint64_t *lsn, uint8_t **data, size_t *len)
 	__attribute__((warn_unused_result));
 
+/* After a recovery from snapshot lsn (0: none) succeeded: every snapshot
+ * newer than lsn is one snapshot_load_latest skipped as damaged. Each is
+ * renamed "snap-<lsn>.damaged" (kept for inspection, never loaded or
+ * counted again) and the directory fsynced. Without this, the next
+ * snapshot_write would keep the damaged file as one of its `keep` and
+ * delete the good one recovery just used: a second fault could then leave
+ * no snapshot whose WAL is still there. Returns 0 or a negative errno. */
+int snapshot_quarantine_newer(const char *dir, uint64_t lsn) __attribute__((warn_unused_result));
+
 #endif

@@ -211,6 +211,47 @@ static void test_damaged_newest(void)
 	testdir_remove(dir);
 }
 
+/* A damaged newest snapshot is set aside once recovery has used the older
+ * one, so the next write keeps that good one instead of the damaged file. */
+static void test_quarantine(void)
+{
+	char dir[512], path[1024], aside[1024];
+
+	testdir_case(dir, sizeof(dir), "quarantine");
+	write_ok(dir, 100, 4000, 2);
+	write_ok(dir, 200, 4000, 2);
+	snap_path(path, sizeof(path), dir, 200);
+	REQUIRE(truncate(path, 100) == 0);
+	check_loads(dir, 100, 4000);
+
+	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0);
+	snprintf(aside, sizeof(aside), "%s/snap-%016" PRIx64 ".damaged", dir, (uint64_t)200);
+	CHECK(!exists(path));
+	CHECK(exists(aside));
+	check_loads(dir, 100, 4000);
+	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0); /* nothing newer left */
+
+	write_ok(dir, 300, 4000, 2);
+	snap_path(path, sizeof(path), dir, 100);
+	CHECK(exists(path));          /* kept: the fallback behind 300 */
+	CHECK(exists(aside));         /* never loaded, counted or pruned */
+	CHECK_EQ_INT(count_files(dir), 3);
+	check_loads(dir, 300, 4000);
+
+	/* No good snapshot at all (recovered from the WAL alone): all set aside. */
+	REQUIRE(truncate(path, 10) == 0);
+	snap_path(path, sizeof(path), dir, 300);
+	REQUIRE(truncate(path, 10) == 0);
+	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 0), 0);
+	CHECK_EQ_INT(count_files(dir), 3);
+	uint64_t lsn = 1;
+	uint8_t *data = NULL;
+	size_t len = 1;
+	CHECK_EQ_INT(snapshot_load_latest(dir, &lsn, &data, &len), 0);
+	CHECK(data == NULL);
+	testdir_remove(dir);
+}
+
 static void test_temp_files(void)
 {
 	char dir[512], path[1024];
@@ -257,6 +298,7 @@ int main(void)
 	test_roundtrip();
 	test_keep();
 	test_damaged_newest();
+	test_quarantine();
 	test_temp_files();
 	CHECK_EQ_INT(count_fds(), fds);
 	return check_exit();
