@@ -75,6 +75,7 @@ struct Shard {
 	uint64_t deletable_lsn;    /* a snapshot covers the WAL through this */
 	uint64_t deleted_lsn;      /* the syncer deleted segments through this */
 	pthread_cond_t durable_cond; /* the write-behind waits for durable_lsn here */
+	int durable_released;      /* shard_wake_durable: no more waiting */
 	int writebehind;           /* deletion also waits for PostgreSQL */
 	int wb_reported;           /* the writer has said where PostgreSQL is */
 
@@ -807,15 +808,23 @@ void shard_stats(Shard *s, ShardStats *out)
 uint64_t shard_wait_durable(Shard *s, uint64_t after, int timeout_ms)
 {
 	pthread_mutex_lock(&s->mu);
-	/* A stopping shard waits too: the writer notices its own stop flag at
-	 * the next timeout, and returning at once would only make it spin. */
-	if (s->durable_lsn <= after) {
+	/* A stopping shard waits too (returning at once would make an idle
+	 * writer spin); writebehind_stop releases it with shard_wake_durable. */
+	if (s->durable_lsn <= after && !s->durable_released) {
 		struct timespec ts = deadline_in_ms(timeout_ms);
 		pthread_cond_timedwait(&s->durable_cond, &s->mu, &ts);
 	}
 	uint64_t lsn = s->durable_lsn;
 	pthread_mutex_unlock(&s->mu);
 	return lsn;
+}
+
+void shard_wake_durable(Shard *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->durable_released = 1; /* under mu: a writer about to wait sees it */
+	pthread_cond_broadcast(&s->durable_cond);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void shard_enable_writebehind(Shard *s)

@@ -137,6 +137,9 @@ void shard_stats(Shard *s, ShardStats *out);
 /* For the write-behind (its own thread). Waits at most timeout_ms until
  * records after `after` are durable; returns the last durable LSN. */
 uint64_t shard_wait_durable(Shard *s, uint64_t after, int timeout_ms);
+/* The write-behind is stopping: wakes every shard_wait_durable, and later
+ * calls return at once. */
+void shard_wake_durable(Shard *s);
 
 /* Write-behind progress. Once enable_writebehind was called, WAL segments
  * are deleted only when both a snapshot and PostgreSQL (applied_lsn) cover

@@ -300,11 +300,24 @@ int snapshot_quarantine_newer(const char *dir, uint64_t lsn)
 		return errno == ENOENT ? 0 : -errno;
 	int rc = snap_list(dir, dirfd, 0, &lsns, &n);
 	for (size_t i = 0; rc == 0 && i < n && lsns[i] > lsn; i++) {
-		char name[SNAP_NAME_LEN + 1], damaged[SNAP_NAME_LEN + 8];
+		char name[SNAP_NAME_LEN + 1], damaged[SNAP_NAME_LEN + 16];
 		snap_name(name, lsns[i]);
-		snprintf(damaged, sizeof(damaged), "snap-%016" PRIx64 ".damaged", lsns[i]);
-		if (renameat(dirfd, name, dirfd, damaged) != 0) {
-			rc = -errno;
+		/* Never over an earlier damaged copy of the same lsn (the log can
+		 * reach an lsn again after --allow-wal-corruption cut it). */
+		for (unsigned k = 1;; k++) {
+			if (k == 1)
+				snprintf(damaged, sizeof(damaged), "snap-%016" PRIx64 ".damaged", lsns[i]);
+			else
+				snprintf(damaged, sizeof(damaged), "snap-%016" PRIx64 ".damaged.%u",
+					 lsns[i], k);
+			if (renameat2(dirfd, name, dirfd, damaged, RENAME_NOREPLACE) == 0)
+				break;
+			if (errno != EEXIST || k == 1000) {
+				rc = -errno;
+				break;
+			}
+		}
+		if (rc != 0) {
 			log_error("snapshot: cannot set aside damaged %s/%s: %s", dir, name, strerror(-rc));
 			break;
 		}

@@ -568,8 +568,8 @@ static void *writer_main(void *arg)
 		if (batch_fill(w, durable) != 0)
 			continue;
 		/* Gather on only while waiting brings records: a wait that
-		 * returns at once with nothing new (the shard is stopping) must
-		 * not spin until the window closes. */
+		 * ends with nothing new (a timeout, a wakeup to stop) commits
+		 * what the batch holds rather than waiting again. */
 		if (w->conn && w->n > 0 && w->read_upto > before && gathering_ms(w) > 0)
 			continue;
 		if (idle && w->n == 0 && durable > w->read_upto && w->have_checkpoint) {
@@ -700,6 +700,10 @@ void writebehind_stop(WriteBehind *wb)
 	if (!wb)
 		return;
 	atomic_store(&wb->stop, 1);
+	/* A writer may be waiting out a gathering window (up to
+	 * writebehind_delay_ms): wake it to commit what it holds and stop. */
+	for (unsigned i = 0; i < wb->started; i++)
+		shard_wake_durable(wb->writers[i].shard);
 	for (unsigned i = 0; i < wb->started; i++)
 		pthread_join(wb->writers[i].thread, NULL);
 	for (unsigned i = 0; i < wb->n; i++) {

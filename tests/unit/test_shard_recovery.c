@@ -352,6 +352,11 @@ static void refuses_misfit(int nres, int at, int damage_last, uint64_t seed)
 	size_t last = write_wal(dir, l);
 	if (damage_last)
 		flip_byte(dir, last + WAL_RECORD_HEADER_LEN);
+	/* A damaged snapshot too: a refused start must not set it aside. */
+	char snap[1024];
+	snprintf(snap, sizeof(snap), "%s/snap-%016llx.snap", dir, 0x7fffULL);
+	FILE *f = fopen(snap, "wb");
+	REQUIRE(f && fputs("not a snapshot", f) >= 0 && fclose(f) == 0);
 	uint64_t before = dir_digest(dir);
 
 	IdemIndex *idem2 = idem_new();

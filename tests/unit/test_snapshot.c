@@ -249,6 +249,18 @@ static void test_quarantine(void)
 	size_t len = 1;
 	CHECK_EQ_INT(snapshot_load_latest(dir, &lsn, &data, &len), 0);
 	CHECK(data == NULL);
+
+	/* Lsn 200 damaged again later (the log reached it once more): its
+	 * second copy is set aside beside the first, not over it. */
+	write_ok(dir, 100, 4000, 2);
+	write_ok(dir, 200, 4000, 2);
+	snap_path(path, sizeof(path), dir, 200);
+	REQUIRE(truncate(path, 100) == 0);
+	check_loads(dir, 100, 4000);
+	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0);
+	snprintf(aside, sizeof(aside), "%s/snap-%016" PRIx64 ".damaged.2", dir, (uint64_t)200);
+	CHECK(exists(aside));
+	CHECK_EQ_INT(count_files(dir), 5); /* 100 and four set aside */
 	testdir_remove(dir);
 }
 

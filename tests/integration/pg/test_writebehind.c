@@ -23,9 +23,12 @@
  *            socket proxy: every write-behind COMMIT (but a connection's
  *            first) came after exactly one round trip; rows all correct;
  *            then with writebehind_delay_ms = 300, 40 reservations sent one
- *            by one over ~250 ms reach PostgreSQL in a few transactions
+ *            by one over ~250 ms reach PostgreSQL in a few transactions;
+ *            with 10000, SIGTERM during a gathering window stops the ledger
+ *            at once and the gathered reservation reaches PostgreSQL
  *
  * Randomised parts print their seed; RG_TEST_SEED reproduces a run. */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -1266,20 +1269,30 @@ static int count_in_file(const char *path, const char *what)
  * each durable on its own, 6 ms apart: the first goes out at once, the rest
  * wait for the 300 ms to pass, so a handful of COMMITs; without the delay
  * every one would be its own. */
-static void gathering(const char *conf, const char *tapped, const char *tag)
+/* Restarts the ledger on the tapped config with writebehind_delay_ms =
+ * delay_ms and returns a client once it is drained and has been quiet for
+ * a second (so the next record goes out at once, the ones after it wait). */
+static LedgerClient *restart_with_delay(const char *conf, const char *tapped, int delay_ms)
 {
-	char delayed[71000], sku[72];
+	char delayed[71000];
 	const char *zero = strstr(tapped, "\nwritebehind_delay_ms = 0\n");
 	REQUIRE(zero);
-	snprintf(delayed, sizeof(delayed), "%.*s\nwritebehind_delay_ms = 300\n", (int)(zero - tapped),
-		 tapped);
+	snprintf(delayed, sizeof(delayed), "%.*s\nwritebehind_delay_ms = %d\n", (int)(zero - tapped),
+		 tapped, delay_ms);
 	REQUIRE(stack_cmd("ledger-kill") == 0);
 	spit(conf, delayed);
 	REQUIRE(stack_cmd("ledger-start") == 0);
 	LedgerClient *c = ledger_open();
-	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
 	wait_drained(c, 60);
-	sleep(1); /* quiet: the first record goes out at once */
+	sleep(1);
+	return c;
+}
+
+static void gathering(const char *conf, const char *tapped, const char *tag)
+{
+	char sku[72];
+	LedgerClient *c = restart_with_delay(conf, tapped, 300);
+	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
 
 	pthread_mutex_lock(&tap.mu);
 	unsigned long commits_before = tap.commits;
@@ -1313,6 +1326,73 @@ static void gathering(const char *conf, const char *tapped, const char *tag)
 	CHECK_EQ_INT(refused, 0);
 	CHECK(commits >= 1 && commits <= bound && commits < 20);
 	ledger_client_close(c);
+}
+
+/* Whether pid still runs: a zombie whose last thread has exited is gone. */
+static int pid_running(long pid)
+{
+	char path[64], stat[512];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	const char *st = strrchr(stat, ')');
+	if (!st || (st[2] != 'Z' && st[2] != 'X'))
+		return 1;
+	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+	int tasks = 0;
+	DIR *d = opendir(path);
+	for (struct dirent *de; d && (de = readdir(d));)
+		tasks += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return tasks > 1;
+}
+
+/* SIGTERM while the write-behind gathers a long window (10 s): the ledger
+ * stops at once, and what the writer held reaches PostgreSQL first. */
+static void stop_while_gathering(const char *conf, const char *tapped, const char *tag)
+{
+	char sku[72], session[64];
+	LedgerClient *c = restart_with_delay(conf, tapped, 10000);
+	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
+
+	uint64_t next_id = 1;
+	size_t refused = 0;
+	Res rs[2];
+	memset(rs, 0, sizeof(rs));
+	for (int i = 0; i < 2; i++) {
+		snprintf(rs[i].sku, sizeof(rs[i].sku), "%s", sku);
+		snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-stop-%d", tag, i);
+		rs[i].quantity = 1;
+		rs[i].want = WIRE_RES_RESERVED;
+		REQUIRE(reserve_batch(c, &rs[i], 1, &next_id, &refused) == 0);
+		usleep(200000);
+	}
+	ledger_client_close(c);
+	long pid = atol(env_ledger_pid);
+	REQUIRE(pid > 1);
+	int64_t t0 = clock_mono_ns();
+	REQUIRE(kill((pid_t)pid, SIGTERM) == 0);
+	while (pid_running(pid) && clock_mono_ns() - t0 < 30 * 1000000000LL)
+		usleep(10000);
+	int64_t took_ms = (clock_mono_ns() - t0) / 1000000;
+	printf("stop while gathering: the ledger exited %lld ms after SIGTERM "
+	       "(writebehind_delay_ms = 10000)\n", (long long)took_ms);
+	CHECK(!pid_running(pid));
+	CHECK(took_ms < 5000); /* it used to sleep out the window */
+
+	PGconn *pg = pg_open();
+	snprintf(session, sizeof(session), "pipe-%s-stop-1", tag);
+	const char *p[] = { session };
+	CHECK_EQ_INT(pg_int(pg, "SELECT count(*) FROM inventory_log WHERE user_session_id = $1", 1, p),
+		     1);
+	PQfinish(pg);
+	CHECK_EQ_INT(refused, 0);
+	REQUIRE(stack_cmd("ledger-start") == 0);
 }
 
 static void scenario_pipeline(void)
@@ -1444,6 +1524,7 @@ static void scenario_pipeline(void)
 	CHECK_EQ_INT(tap.bad, 0);
 	pthread_mutex_unlock(&tap.mu);
 	gathering(conf, tapped, tag);
+	stop_while_gathering(conf, tapped, tag);
 
 	/* Back to the stack as it was. */
 	REQUIRE(stack_cmd("ledger-kill") == 0);
