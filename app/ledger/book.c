@@ -716,21 +716,21 @@ void book_prefetch(const Book *b, const Record *rec, int stage)
 		      reserve ? rec->session_len : 0, rec->type == REC_SKU_PUT ? NULL : &rec->id, stage);
 }
 
-void book_prefetch_request(const Book *b, const WireRequest *q, int stage)
+void book_prefetch_request(const Book *b, const WireRequest *q)
 {
 	switch (q->op) {
 	case WIRE_OP_RESERVE:
 		/* Its new id is drawn at random when it is applied: no hint. */
-		prefetch_keys(b, q->sku, q->sku_len, q->session, q->session_len, NULL, stage);
+		prefetch_keys(b, q->sku, q->sku_len, q->session, q->session_len, NULL, 0);
 		break;
 	case WIRE_OP_CONFIRM:
 	case WIRE_OP_RELEASE:
 	case WIRE_OP_GET_RESERVATION:
-		prefetch_keys(b, NULL, 0, NULL, 0, &q->reservation, stage);
+		prefetch_keys(b, NULL, 0, NULL, 0, &q->reservation, 0);
 		break;
 	case WIRE_OP_GET_SKU:
 	case WIRE_OP_PUT_SKU:
-		prefetch_keys(b, q->sku, q->sku_len, NULL, 0, NULL, stage);
+		prefetch_keys(b, q->sku, q->sku_len, NULL, 0, NULL, 0);
 		break;
 	default:
 		break;

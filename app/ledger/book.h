@@ -81,8 +81,9 @@ int book_replay(Book *b, const Record *rec) __attribute__((warn_unused_result));
  * larger than the cache each lookup is a miss to memory; fetched ahead, the
  * misses of several records overlap. Changes nothing. */
 void book_prefetch(const Book *b, const Record *rec, int stage);
-/* The same hint for a request that book_execute will see soon. */
-void book_prefetch_request(const Book *b, const WireRequest *req, int stage);
+/* The stage-0 hint (hash buckets only) for a request that book_execute
+ * will see soon. */
+void book_prefetch_request(const Book *b, const WireRequest *req);
 
 /* Serialises the whole book; book_load fills an empty book from those bytes
  * (returns 0 or -EBADMSG). */

@@ -248,6 +248,26 @@ static void source_close(void)
 	idem_free(source.idem);
 }
 
+/* A file named like the newest snapshot that is not one: recovery must
+ * skip it. */
+#define DAMAGED_SNAP_LSN 0x7fffULL
+
+static void plant_damaged_snapshot(const char *dir)
+{
+	char snap[1024];
+	snprintf(snap, sizeof(snap), "%s/snap-%016llx.snap", dir, DAMAGED_SNAP_LSN);
+	FILE *f = fopen(snap, "wb");
+	REQUIRE(f && fputs("not a snapshot", f) >= 0 && fclose(f) == 0);
+}
+
+/* Asks the started shard and the book that wrote the log the same question. */
+static void ask_both(Shard *s, Answers *a, const WireRequest *q, WireResponse *mine,
+		     WireResponse *theirs)
+{
+	*mine = ask(s, a, q);
+	book_execute(source.book, q, t0, theirs, log_emit, &source.log);
+}
+
 static ShardConfig shard_config(const char *dir)
 {
 	ShardConfig c = { .wal_segment_size = 1 << 20, .queue_len_max = 64,
@@ -265,15 +285,13 @@ static void recovers_same_book(int nres, uint64_t seed)
 	testdir_case(dir, sizeof(dir), name);
 
 	source_open(nres, seed);
-	Book *b = source.book;
 	Log *l = &source.log;
 	write_wal(dir, l);
 	/* A damaged snapshot newer than anything: skipped, then set aside. */
 	char snap[1024], aside[1024];
-	snprintf(snap, sizeof(snap), "%s/snap-%016llx.snap", dir, 0x7fffULL);
-	snprintf(aside, sizeof(aside), "%s/snap-%016llx.damaged", dir, 0x7fffULL);
-	FILE *f = fopen(snap, "wb");
-	REQUIRE(f && fputs("not a snapshot", f) >= 0 && fclose(f) == 0);
+	plant_damaged_snapshot(dir);
+	snprintf(snap, sizeof(snap), "%s/snap-%016llx.snap", dir, DAMAGED_SNAP_LSN);
+	snprintf(aside, sizeof(aside), "%s/snap-%016llx.damaged", dir, DAMAGED_SNAP_LSN);
 
 	IdemIndex *idem2 = idem_new();
 	Answers a = { .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -293,8 +311,7 @@ static void recovers_same_book(int nres, uint64_t seed)
 		char sku[32];
 		sku_name(sku, sizeof(sku), k);
 		wire_set_str(q.sku, &q.sku_len, sku, strlen(sku), WIRE_SKU_MAX);
-		mine = ask(s, &a, &q);
-		book_execute(b, &q, t0, &theirs, log_emit, l);
+		ask_both(s, &a, &q, &mine, &theirs);
 		CHECK_EQ_INT(mine.status, WIRE_OK);
 		CHECK_EQ_INT(mine.u.sku.stock, theirs.u.sku.stock);
 		CHECK_EQ_INT(mine.u.sku.reserved, theirs.u.sku.reserved);
@@ -306,15 +323,14 @@ static void recovers_same_book(int nres, uint64_t seed)
 		char session[32];
 		snprintf(session, sizeof(session), "buyer-%d", i);
 		wire_set_str(q.session, &q.session_len, session, strlen(session), WIRE_SESSION_MAX);
-		mine = ask(s, &a, &q);
-		book_execute(b, &q, t0, &theirs, log_emit, l);
+		ask_both(s, &a, &q, &mine, &theirs);
 		CHECK_EQ_INT(mine.status, WIRE_OK);
 		CHECK_EQ_INT(mine.u.reservation.state, theirs.u.reservation.state);
 		CHECK_EQ_INT(mine.u.reservation.quantity, theirs.u.reservation.quantity);
 	}
 	ShardStats st; /* published once per batch: the queries above were batches */
 	shard_stats(s, &st);
-	const BookStats *want = book_stats(b);
+	const BookStats *want = book_stats(source.book);
 	CHECK_EQ_INT(st.recovered_records, l->n);
 	CHECK_EQ_INT(st.book.skus, want->skus);
 	CHECK_EQ_INT(st.book.holds_active, want->holds_active);
@@ -352,11 +368,7 @@ static void refuses_misfit(int nres, int at, int damage_last, uint64_t seed)
 	size_t last = write_wal(dir, l);
 	if (damage_last)
 		flip_byte(dir, last + WAL_RECORD_HEADER_LEN);
-	/* A damaged snapshot too: a refused start must not set it aside. */
-	char snap[1024];
-	snprintf(snap, sizeof(snap), "%s/snap-%016llx.snap", dir, 0x7fffULL);
-	FILE *f = fopen(snap, "wb");
-	REQUIRE(f && fputs("not a snapshot", f) >= 0 && fclose(f) == 0);
+	plant_damaged_snapshot(dir); /* a refused start must not set it aside */
 	uint64_t before = dir_digest(dir);
 
 	IdemIndex *idem2 = idem_new();

@@ -211,6 +211,18 @@ static void test_damaged_newest(void)
 	testdir_remove(dir);
 }
 
+/* Snapshots 100 (good) and 200 (damaged), recovery falling back to 100 and
+ * setting 200 aside, as shard_open does. path receives 200's file. */
+static void recover_past_damaged_200(const char *dir, char *path, size_t path_len)
+{
+	write_ok(dir, 100, 4000, 2);
+	write_ok(dir, 200, 4000, 2);
+	snap_path(path, path_len, dir, 200);
+	REQUIRE(truncate(path, 100) == 0);
+	check_loads(dir, 100, 4000);
+	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0);
+}
+
 /* A damaged newest snapshot is set aside once recovery has used the older
  * one, so the next write keeps that good one instead of the damaged file. */
 static void test_quarantine(void)
@@ -218,13 +230,7 @@ static void test_quarantine(void)
 	char dir[512], path[1024], aside[1024];
 
 	testdir_case(dir, sizeof(dir), "quarantine");
-	write_ok(dir, 100, 4000, 2);
-	write_ok(dir, 200, 4000, 2);
-	snap_path(path, sizeof(path), dir, 200);
-	REQUIRE(truncate(path, 100) == 0);
-	check_loads(dir, 100, 4000);
-
-	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0);
+	recover_past_damaged_200(dir, path, sizeof(path));
 	snprintf(aside, sizeof(aside), "%s/snap-%016" PRIx64 ".damaged", dir, (uint64_t)200);
 	CHECK(!exists(path));
 	CHECK(exists(aside));
@@ -252,12 +258,7 @@ static void test_quarantine(void)
 
 	/* Lsn 200 damaged again later (the log reached it once more): its
 	 * second copy is set aside beside the first, not over it. */
-	write_ok(dir, 100, 4000, 2);
-	write_ok(dir, 200, 4000, 2);
-	snap_path(path, sizeof(path), dir, 200);
-	REQUIRE(truncate(path, 100) == 0);
-	check_loads(dir, 100, 4000);
-	CHECK_EQ_INT(snapshot_quarantine_newer(dir, 100), 0);
+	recover_past_damaged_200(dir, path, sizeof(path));
 	snprintf(aside, sizeof(aside), "%s/snap-%016" PRIx64 ".damaged.2", dir, (uint64_t)200);
 	CHECK(exists(aside));
 	CHECK_EQ_INT(count_files(dir), 5); /* 100 and four set aside */

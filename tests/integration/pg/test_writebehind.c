@@ -1288,28 +1288,36 @@ static LedgerClient *restart_with_delay(const char *conf, const char *tapped, in
 	return c;
 }
 
+/* Reserves n units of the tag's first SKU one at a time, pause_us apart,
+ * each for its own session "pipe-<tag>-<what>-<i>". Returns how many were
+ * refused. */
+static size_t reserve_one_by_one(LedgerClient *c, const char *tag, const char *what, int n,
+				 useconds_t pause_us)
+{
+	uint64_t next_id = 1;
+	size_t refused = 0;
+	for (int i = 0; i < n; i++) {
+		Res r;
+		memset(&r, 0, sizeof(r));
+		snprintf(r.sku, sizeof(r.sku), "wb-pipe-%s-0", tag);
+		snprintf(r.session, sizeof(r.session), "pipe-%s-%s-%d", tag, what, i);
+		r.quantity = 1;
+		r.want = WIRE_RES_RESERVED;
+		REQUIRE(reserve_batch(c, &r, 1, &next_id, &refused) == 0);
+		usleep(pause_us);
+	}
+	return refused;
+}
+
 static void gathering(const char *conf, const char *tapped, const char *tag)
 {
-	char sku[72];
 	LedgerClient *c = restart_with_delay(conf, tapped, 300);
-	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
 
 	pthread_mutex_lock(&tap.mu);
 	unsigned long commits_before = tap.commits;
 	pthread_mutex_unlock(&tap.mu);
-	uint64_t next_id = 1;
-	size_t refused = 0;
 	int64_t started_ns = clock_mono_ns();
-	Res rs[40];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < 40; i++) {
-		snprintf(rs[i].sku, sizeof(rs[i].sku), "%s", sku);
-		snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-gather-%d", tag, i);
-		rs[i].quantity = 1;
-		rs[i].want = WIRE_RES_RESERVED;
-		REQUIRE(reserve_batch(c, &rs[i], 1, &next_id, &refused) == 0);
-		usleep(6000);
-	}
+	size_t refused = reserve_one_by_one(c, tag, "gather", 40, 6000);
 	int64_t sending_ms = (clock_mono_ns() - started_ns) / 1000000;
 	wait_drained(c, 60);
 	pthread_mutex_lock(&tap.mu);
@@ -1356,22 +1364,9 @@ static int pid_running(long pid)
  * stops at once, and what the writer held reaches PostgreSQL first. */
 static void stop_while_gathering(const char *conf, const char *tapped, const char *tag)
 {
-	char sku[72], session[64];
+	char session[64];
 	LedgerClient *c = restart_with_delay(conf, tapped, 10000);
-	snprintf(sku, sizeof(sku), "wb-pipe-%s-0", tag);
-
-	uint64_t next_id = 1;
-	size_t refused = 0;
-	Res rs[2];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < 2; i++) {
-		snprintf(rs[i].sku, sizeof(rs[i].sku), "%s", sku);
-		snprintf(rs[i].session, sizeof(rs[i].session), "pipe-%s-stop-%d", tag, i);
-		rs[i].quantity = 1;
-		rs[i].want = WIRE_RES_RESERVED;
-		REQUIRE(reserve_batch(c, &rs[i], 1, &next_id, &refused) == 0);
-		usleep(200000);
-	}
+	size_t refused = reserve_one_by_one(c, tag, "stop", 2, 200000);
 	ledger_client_close(c);
 	long pid = atol(env_ledger_pid);
 	REQUIRE(pid > 1);
