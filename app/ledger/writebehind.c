@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/hash.h"
@@ -25,6 +26,7 @@
 #define STATEMENT_TIMEOUT_MS 60000
 #define RETRY_MIN_MS 100
 #define STILL_DOWN_LOG_MS 60000   /* while PostgreSQL stays away, one WARN a minute */
+#define FINISH_GRACE_MS 2000      /* at stop: how long connected writers may commit what they hold */
 
 /* The statements, prepared on every new connection. Each batch statement
  * takes its rows as parallel arrays, one per column. Times travel as
@@ -131,7 +133,8 @@ typedef struct Writer {
 struct WriteBehind {
 	WriteBehindConfig cfg;
 	char *conninfo;
-	atomic_int stop;
+	atomic_int finish;         /* stopping: commit what is held, gather no more, connect no more */
+	atomic_int stop;           /* stopped: abort every wait, including PostgreSQL's */
 	Writer *writers;
 	unsigned n;                /* writers allocated */
 	unsigned started;          /* writer threads running */
@@ -541,7 +544,7 @@ static void went_down(Writer *w, const char *why)
 /* How long a part-full batch should still wait for records (0: commit now). */
 static int gathering_ms(const Writer *w)
 {
-	if (w->n >= (size_t)w->wb->cfg.batch_max || atomic_load(&w->wb->stop))
+	if (w->n >= (size_t)w->wb->cfg.batch_max || atomic_load(&w->wb->finish))
 		return 0;
 	int64_t left_ns = w->gather_until_ns - clock_mono_ns();
 	return left_ns > 0 ? (int)((left_ns + 999999) / 1000000) : 0;
@@ -574,6 +577,13 @@ static void *writer_main(void *arg)
 			continue;
 		if (idle && w->n == 0 && durable > w->read_upto && w->have_checkpoint) {
 			/* Durable yet not readable: cannot last; never spin on it. */
+			pgsql_sleep(10, &w->wb->stop);
+			continue;
+		}
+		if (atomic_load(&w->wb->finish) && (w->n == 0 || !w->conn)) {
+			/* Finishing and nothing to commit (or no connection to
+			 * commit on): the waits no longer block, so do not spin. */
+			report(w);
 			pgsql_sleep(10, &w->wb->stop);
 			continue;
 		}
@@ -656,6 +666,7 @@ int writebehind_start(const WriteBehindConfig *cfg, Shard **shards, const char *
 	wb->cfg = *cfg;
 	wb->conninfo = xstrndup(cfg->conninfo, strlen(cfg->conninfo));
 	wb->cfg.conninfo = wb->conninfo;
+	atomic_init(&wb->finish, 0);
 	atomic_init(&wb->stop, 0);
 	wb->writers = xcalloc(nshards, sizeof(Writer));
 	wb->n = nshards;
@@ -699,11 +710,26 @@ void writebehind_stop(WriteBehind *wb)
 {
 	if (!wb)
 		return;
-	atomic_store(&wb->stop, 1);
-	/* A writer may be waiting out a gathering window (up to
-	 * writebehind_delay_ms): wake it to commit what it holds and stop. */
+	/* First let connected writers commit what they hold (a gathering
+	 * window may have up to writebehind_delay_ms left): waits for records
+	 * return at once from here on. Then abort whatever is still waiting,
+	 * PostgreSQL included; the WAL keeps the rest for the next start. */
+	atomic_store(&wb->finish, 1);
 	for (unsigned i = 0; i < wb->started; i++)
 		shard_wake_durable(wb->writers[i].shard);
+	int64_t deadline = clock_mono_ns() + (int64_t)FINISH_GRACE_MS * 1000000;
+	for (unsigned i = 0; i < wb->started; i++) {
+		for (;;) {
+			ShardStats st;
+			shard_stats(wb->writers[i].shard, &st);
+			if (!st.wb_connected || st.wb_applied_lsn >= st.last_lsn ||
+			    clock_mono_ns() >= deadline)
+				break;
+			struct timespec ts = { 0, 10 * 1000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	atomic_store(&wb->stop, 1);
 	for (unsigned i = 0; i < wb->started; i++)
 		pthread_join(wb->writers[i].thread, NULL);
 	for (unsigned i = 0; i < wb->n; i++) {
